@@ -1,0 +1,111 @@
+"""The interfaces every backend implements. Assets and the app only ever see these."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Callable, Iterable, Protocol, runtime_checkable
+
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class StageFile:
+    path: str  # relative to the stage root, forward slashes, e.g. "raw/deeppcb/PCBData/trainval.txt"
+    size: int
+    last_modified: datetime
+    md5: str | None = None
+
+
+@runtime_checkable
+class Stage(Protocol):
+    """Files: a local directory, or a Snowflake internal stage (PUT/GET/LIST)."""
+
+    def put_file(self, local: Path, stage_path: str) -> str: ...
+
+    def put_dir(self, local_dir: Path, stage_prefix: str) -> int: ...
+
+    def get_file(self, stage_path: str, local: Path) -> Path: ...
+
+    def get_dir(self, stage_prefix: str, local_dir: Path) -> Path: ...
+
+    def list(self, prefix: str = "") -> list[StageFile]: ...
+
+    def uri(self, stage_path: str) -> str: ...
+
+
+@runtime_checkable
+class Warehouse(Protocol):
+    """Tables and SQL. Every statement is written in Snowflake dialect; the local backend transpiles it."""
+
+    def execute(self, sql: str) -> None: ...
+
+    def query(self, sql: str) -> pd.DataFrame: ...
+
+    def replace_rows(self, table: str, key_column: str, key_value: str, rows: pd.DataFrame) -> int:
+        """Atomically delete the rows whose key_column equals key_value and insert `rows`; returns rows written."""
+        ...
+
+    def upsert(self, table: str, key_columns: list[str], rows: pd.DataFrame) -> int: ...
+
+
+@dataclass
+class TrainingRequest:
+    dataset_dir: Path  # a local YOLO dataset (data.yaml inside) the dispatcher makes available to the payload
+    profile: str  # "demo" (CPU, minutes) or "full" (GPU)
+    run_name: str
+    overrides: dict = field(default_factory=dict)  # ultralytics train() keyword overrides
+    output_stage_prefix: str = "models"
+
+
+@dataclass
+class TrainingResult:
+    run_id: str  # MLflow run id
+    weights_stage_path: str  # best.pt on the stage
+    onnx_stage_path: str | None
+    metrics: dict[str, float]
+    local_weights: Path | None = None
+
+
+@runtime_checkable
+class TrainingDispatcher(Protocol):
+    def train(self, request: TrainingRequest, log: Callable[[str], None]) -> TrainingResult: ...
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    name: str
+    version: str
+    run_id: str
+    metrics: dict[str, float]
+    weights_uri: str
+
+
+@dataclass(frozen=True)
+class PromotionDecision:
+    promoted: bool
+    reason: str
+    candidate: ModelVersion
+    previous_champion: ModelVersion | None
+
+
+@runtime_checkable
+class ModelRegistry(Protocol):
+    def register(self, result: TrainingResult, weights: Path, onnx: Path | None) -> ModelVersion: ...
+
+    def champion(self) -> ModelVersion | None: ...
+
+    def promote_if_better(self, candidate: ModelVersion, min_map50: float) -> PromotionDecision: ...
+
+    def download_weights(self, version: ModelVersion, dest_dir: Path) -> Path: ...
+
+
+def batched(items: Iterable, size: int):
+    batch = []
+    for it in items:
+        batch.append(it)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

@@ -1,0 +1,1 @@
+"""Pure logic: no Dagster, no Snowflake, nothing of ours imported."""

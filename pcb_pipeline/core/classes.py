@@ -1,0 +1,22 @@
+"""The six Deep PCB defect classes. YOLO id = Deep PCB type id - 1."""
+from __future__ import annotations
+
+CLASS_NAMES: tuple[str, ...] = ("open", "short", "mousebite", "spur", "copper", "pin-hole")
+NUM_CLASSES = len(CLASS_NAMES)
+CLASS_ID = {name: i for i, name in enumerate(CLASS_NAMES)}
+
+
+class UnknownClassError(ValueError):
+    pass
+
+
+def class_name(class_id: int) -> str:
+    if not 0 <= int(class_id) < NUM_CLASSES:
+        raise UnknownClassError(f"unknown class id {class_id}: expected 0..{NUM_CLASSES - 1} {CLASS_NAMES}")
+    return CLASS_NAMES[int(class_id)]
+
+
+def class_id_from_deeppcb_type(deeppcb_type: int) -> int:
+    if not 1 <= int(deeppcb_type) <= NUM_CLASSES:
+        raise UnknownClassError(f"unknown Deep PCB defect type {deeppcb_type}: expected 1..{NUM_CLASSES}")
+    return int(deeppcb_type) - 1

@@ -1,0 +1,118 @@
+"""Where local state lives and how the process is kept offline.
+
+Imported first by every entry point (CLI, Dagster definitions, training payload, app). It only sets environment
+variables and computes paths, so it is safe for every layer to import; `core` still imports nothing of ours.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# Switches that stop ultralytics, MLflow, Dagster, Hugging Face and the Snowflake connector reaching for the network
+# (../shared/ENVIRONMENT.md). setdefault: a user who has internet may still opt back in.
+OFFLINE_ENV = {
+    "YOLO_OFFLINE": "1",
+    "YOLO_AUTOINSTALL": "false",
+    "YOLO_VERBOSE": "false",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    "DAGSTER_DISABLE_TELEMETRY": "true",
+    "DO_NOT_TRACK": "1",
+    "SNOWFLAKE_DISABLE_PLATFORM_DETECTION": "true",
+    "AWS_EC2_METADATA_DISABLED": "true",
+    "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false",
+    "STREAMLIT_SERVER_HEADLESS": "true",
+    "WANDB_DISABLED": "true",
+    "CLEARML_OFF": "1",
+    "COMET_MODE": "disabled",
+}
+
+
+@dataclass(frozen=True)
+class Paths:
+    home: Path
+
+    @property
+    def stage(self) -> Path:
+        return self.home / "stage"
+
+    @property
+    def warehouse(self) -> Path:
+        return self.home / "warehouse.duckdb"
+
+    @property
+    def mlflow_db(self) -> Path:
+        return self.home / "mlflow" / "mlflow.db"
+
+    @property
+    def mlflow_artifacts(self) -> Path:
+        return self.home / "mlflow" / "artifacts"
+
+    @property
+    def mlflow_uri(self) -> str:
+        return f"sqlite:///{self.mlflow_db}"
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.home / "dagster"
+
+    @property
+    def yolo_config(self) -> Path:
+        return self.home / "ultralytics"
+
+    @property
+    def work(self) -> Path:
+        """Scratch space (downloaded weights, dataset builds); safe to delete."""
+        return self.home / "work"
+
+
+def pcb_home() -> Path:
+    return Path(os.environ.get("PCB_HOME", REPO_ROOT / ".pcb_home")).expanduser().resolve()
+
+
+def paths() -> Paths:
+    return Paths(pcb_home())
+
+
+def configure(home: Path | None = None) -> Paths:
+    """Create the local state folders and set every offline switch. Idempotent; returns the paths."""
+    if home is not None:
+        os.environ["PCB_HOME"] = str(Path(home).resolve())
+    p = paths()
+    for k, v in OFFLINE_ENV.items():
+        os.environ.setdefault(k, v)
+    for d in (p.stage, p.mlflow_artifacts, p.dagster_home, p.work, p.yolo_config / "Ultralytics"):
+        d.mkdir(parents=True, exist_ok=True)
+    _write_dagster_yaml(p.dagster_home)
+    _provide_ultralytics_font(p.yolo_config / "Ultralytics")
+    os.environ.setdefault("DAGSTER_HOME", str(p.dagster_home))
+    os.environ.setdefault("YOLO_CONFIG_DIR", str(p.yolo_config))
+    os.environ.setdefault("MLFLOW_TRACKING_URI", p.mlflow_uri)
+    return p
+
+
+def _write_dagster_yaml(dagster_home: Path) -> None:
+    cfg = dagster_home / "dagster.yaml"
+    if not cfg.exists():
+        cfg.write_text("telemetry:\n  enabled: false\n")
+
+
+def _provide_ultralytics_font(folder: Path) -> None:
+    """Ultralytics downloads Arial.ttf for plots and dataset checks; give it matplotlib's DejaVuSans instead."""
+    for name in ("Arial.ttf", "Arial.Unicode.ttf"):
+        target = folder / name
+        if target.exists():
+            continue
+        try:
+            import matplotlib
+
+            src = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+            target.write_bytes(src.read_bytes())
+        except Exception:  # matplotlib absent: ultralytics then only fails where it draws text
+            pass
