@@ -1,0 +1,434 @@
+"""Legacy AOI baseline: the reference-comparison inspector factories use today, as a fair yardstick for the model.
+
+For each defective board image and its aligned, defect-free template (Deep PCB gives both):
+1. binarise both (copper is dark on the Deep PCB scans);
+2. alignment check and registration: a coarse-to-fine XOR search finds the global shift (phase correlation was
+   tried first and proved unreliable on these sparse binary layouts: peaks hundreds of pixels off for aligned
+   pairs), then a dense local re-registration absorbs the stretch some Deep PCB pairs have (one side of the board
+   off by 2-3 pixels, the other not). A pair that still does not register (XOR residual high, or a shift at the
+   edge of the search range) is flagged as misaligned, or refused with ``on_misaligned="refuse"``: comparing
+   misaligned images reports every edge as a defect;
+3. difference with an edge tolerance: *extra copper* is copper in the test where the template has none within
+   ``tolerance`` pixels, *missing copper* the reverse, so a one-pixel edge jitter is not a defect;
+4. morphological clean-up (opening removes slivers, a small closing joins the pieces of one defect);
+5. connected components above ``min_area`` become boxes, padded to the size a human labeller draws around a defect,
+   scored by their area (bigger differences are surer defects), and optionally rule-typed into the six classes:
+   extra copper touching two separate template conductors is a *short*, touching one a *spur*, touching none
+   *copper* (spurious copper); missing copper that splits a conductor is an *open*, one enclosed by copper a
+   *pin-hole*, otherwise a *mousebite*.
+
+Parameters are tuned on training groups only (``bench/aoi_tune.py``); ``score_aoi`` scores them with the Deep PCB
+protocol (``detection_metrics``).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .classes import CLASS_ID
+from .deeppcb import Sample, read_labels
+from .detection_metrics import DEEPPCB_IOU, evaluate_detections, matched_recall, operating_point
+
+UNTYPED = -1  # class id of an untyped call (class-agnostic scoring only)
+EXTRA, MISSING = "extra", "missing"
+
+
+class MisalignedError(ValueError):
+    """The test image and its template are not aligned well enough to be compared."""
+
+
+@dataclass(frozen=True)
+class AOIParams:
+    binarize_threshold: int = 128  # grey level below which a pixel is copper (0 = Otsu per image)
+    max_shift: int = 16  # global alignment search range (pixels, each axis)
+    local_radius: int = 2  # dense local re-registration: shifts tried around the global one (0: global only)
+    local_window: int = 41  # side of the window whose XOR decides a pixel's local shift
+    max_residual: float = 0.5  # XOR after alignment / template edge pixels above which the pair is misaligned
+    on_misaligned: str = "flag"  # "flag": inspect anyway and mark the result; "refuse": raise MisalignedError
+    tolerance: int = 1  # edge tolerance in pixels (dilation radius of the reference before differencing)
+    open_radius: int = 1  # opening radius on the difference mask (0: none)
+    close_radius: int = 2  # closing radius joining fragments of one defect (0: none)
+    min_area: int = 12  # smallest component (pixels) reported
+    pad: int = 8  # pixels added around a component's own bounding box
+    min_box: int = 30  # smallest reported box side (pixels), centred on the component
+    score_scale: float = 60.0  # score = 1 - exp(-area / score_scale): monotone in area, in (0, 1)
+    typed: bool = True  # rule-type calls into the six classes; False: untyped (class id -1)
+    context: int = 10  # pixels of context around a component for the typing rules
+    threshold: float = 0.0  # operating point: calls are detections with score >= threshold (chosen on training)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> AOIParams:
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+DEFAULT_PARAMS = AOIParams()
+
+
+@dataclass
+class AOIDetection:
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+    score: float
+    class_id: int  # 0..5, or UNTYPED
+    kind: str  # "extra" or "missing" copper
+    area: int
+
+    def row(self) -> tuple[float, float, float, float, float, int]:
+        return (self.x1, self.y1, self.x2, self.y2, self.score, self.class_id)
+
+
+@dataclass
+class Alignment:
+    dx: int  # global shift applied to the template (pixels): template pixel (x, y) lands on test (x + dx, y + dy)
+    dy: int
+    residual: float  # XOR of the binarised pair after alignment / template edge pixels (0: identical)
+    local_share: float  # share of pixels whose local re-registration chose a shift other than the global one
+    misaligned: bool  # flagged: residual too high, or the shift at the edge of the search range
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class AOIResult:
+    detections: list[AOIDetection]
+    alignment: Alignment
+
+    @property
+    def misaligned(self) -> bool:
+        return self.alignment.misaligned
+
+    def rows(self) -> list[tuple[float, float, float, float, float, int]]:
+        return [d.row() for d in self.detections]
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+def _gray(img: np.ndarray) -> np.ndarray:
+    if img.ndim == 3:
+        return cv2.cvtColor(img, cv2.COLOR_BGR2GRAY) if img.shape[2] == 3 else img[:, :, 0]
+    return img
+
+
+def load_gray(path: Path | str) -> np.ndarray:
+    img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if img is None:
+        raise FileNotFoundError(f"cannot read image {path}")
+    return img
+
+
+def _disk(r: int) -> np.ndarray:
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+
+
+def binarize(gray: np.ndarray, threshold: int = 128) -> np.ndarray:
+    """Copper mask (copper is dark). ``threshold <= 0``: Otsu's threshold per image."""
+    gray = _gray(gray)
+    if threshold <= 0:
+        _, m = cv2.threshold(gray, 0, 1, cv2.THRESH_BINARY_INV | cv2.THRESH_OTSU)
+        return m.astype(bool)
+    return gray < threshold
+
+
+def shift_mask(mask: np.ndarray, dx: int, dy: int) -> np.ndarray:
+    """``out[y, x] = mask[y - dy, x - dx]``, edges replicated."""
+    if dx == 0 and dy == 0:
+        return mask
+    h, w = mask.shape
+    p = max(abs(dx), abs(dy))
+    padded = np.pad(mask, p, mode="edge")
+    return padded[p - dy:p - dy + h, p - dx:p - dx + w]
+
+
+def _xor_count(a: np.ndarray, b: np.ndarray, margin: int) -> int:
+    m = margin
+    return int(np.count_nonzero(a[m:-m or None, m:-m or None] ^ b[m:-m or None, m:-m or None]))
+
+
+def estimate_shift(test_cu: np.ndarray, temp_cu: np.ndarray, max_shift: int = 16) -> tuple[int, int, int]:
+    """Global integer shift (dx, dy) of the template that best explains the test image, and the XOR count left.
+
+    Coarse-to-fine XOR search (binary board images: phase correlation was unreliable on sparse layouts, reporting
+    shifts of hundreds of pixels for pairs that were aligned). Coarse: 1/4 scale, whole range; fine: +-3 pixels.
+    """
+    f = 4
+    h, w = test_cu.shape
+    a = cv2.resize(test_cu.astype(np.float32), (w // f, h // f), interpolation=cv2.INTER_AREA)
+    b = cv2.resize(temp_cu.astype(np.float32), (w // f, h // f), interpolation=cv2.INTER_AREA)
+    r = max(1, -(-max_shift // f))
+    best = (np.inf, 0, 0)
+    for cy in range(-r, r + 1):
+        for cx in range(-r, r + 1):
+            sb = shift_mask(b, cx, cy)
+            cost = float(np.abs(a[r:-r, r:-r] - sb[r:-r, r:-r]).sum()) + 1e-3 * (cx * cx + cy * cy)
+            best = min(best, (cost, cx, cy))
+    gx, gy = best[1] * f, best[2] * f
+    margin = max_shift + f
+    fine = (np.inf, 0, 0)
+    for dy in range(gy - f + 1, gy + f):
+        for dx in range(gx - f + 1, gx + f):
+            if abs(dx) > max_shift or abs(dy) > max_shift:
+                continue
+            cost = _xor_count(test_cu, shift_mask(temp_cu, dx, dy), margin)
+            fine = min(fine, (cost + 1e-3 * (dx * dx + dy * dy), dx, dy))
+    return fine[1], fine[2], int(fine[0])
+
+
+def align(test_cu: np.ndarray, temp_cu: np.ndarray, params: AOIParams = DEFAULT_PARAMS,
+          extra: Sequence[np.ndarray] = ()) -> tuple[Alignment, np.ndarray, list[np.ndarray]]:
+    """Register the template mask to the test mask: global shift, then dense local re-registration.
+
+    Deep PCB templates are aligned only roughly: some pairs are stretched so that one side is off by 2-3 pixels and
+    the other not at all. Each pixel takes, among shifts within ``local_radius`` of the global one, the shift whose
+    XOR over a ``local_window`` square around it is smallest (ties and near-ties keep the shift nearest the global
+    one, so featureless areas follow the global shift). A window holds far more trace edge than a defect has pixels,
+    so a shift cannot "explain away" a defect. ``extra`` masks (e.g. the dilated/eroded template) are warped alike.
+    Returns the alignment verdict, the aligned template and the aligned extras.
+    """
+    p = params
+    gdx, gdy, _ = estimate_shift(test_cu, temp_cu, p.max_shift)
+    candidates = sorted(((dx, dy) for dy in range(gdy - p.local_radius, gdy + p.local_radius + 1)
+                         for dx in range(gdx - p.local_radius, gdx + p.local_radius + 1)),
+                        key=lambda s: ((s[0] - gdx) ** 2 + (s[1] - gdy) ** 2, s))
+    out = shift_mask(temp_cu, gdx, gdy).copy()
+    outs = [shift_mask(e, gdx, gdy).copy() for e in extra]
+    chosen = np.zeros(test_cu.shape, dtype=bool)
+    if p.local_radius > 0:
+        k = (p.local_window, p.local_window)
+        best = cv2.boxFilter((test_cu ^ out).astype(np.float32), -1, k, normalize=False,
+                             borderType=cv2.BORDER_REFLECT)
+        for dx, dy in candidates[1:]:
+            shifted = shift_mask(temp_cu, dx, dy)
+            cost = cv2.boxFilter((test_cu ^ shifted).astype(np.float32), -1, k, normalize=False,
+                                 borderType=cv2.BORDER_REFLECT)
+            # a local shift must beat the incumbent clearly: 2 pixels per window plus 5 % (noise, JPEG edges)
+            better = cost < best * 0.95 - 2.0
+            if better.any():
+                best[better] = cost[better]
+                out[better] = shifted[better]
+                chosen |= better
+                for o, e in zip(outs, extra):
+                    o[better] = shift_mask(e, dx, dy)[better]
+    edges = cv2.morphologyEx(temp_cu.astype(np.uint8), cv2.MORPH_GRADIENT, _disk(1)).astype(bool)
+    residual = np.count_nonzero(test_cu ^ out) / max(1, int(np.count_nonzero(edges)))
+    misaligned = residual > p.max_residual or max(abs(gdx), abs(gdy)) >= p.max_shift
+    return Alignment(gdx, gdy, float(residual), float(chosen.mean()), bool(misaligned)), out, outs
+
+
+def _box(x: int, y: int, w: int, h: int, p: AOIParams, size: tuple[int, int]) -> tuple[float, float, float, float]:
+    H, W = size
+    cx, cy = x + w / 2, y + h / 2
+    bw = max(w + 2 * p.pad, p.min_box)
+    bh = max(h + 2 * p.pad, p.min_box)
+    x1, x2 = cx - bw / 2, cx + bw / 2
+    y1, y2 = cy - bh / 2, cy + bh / 2
+    # slide back inside the image rather than clip (keeps the size a labeller would draw at the border)
+    if x1 < 0:
+        x1, x2 = 0.0, min(float(W), x2 - x1)
+    if x2 > W:
+        x1, x2 = max(0.0, x1 - (x2 - W)), float(W)
+    if y1 < 0:
+        y1, y2 = 0.0, min(float(H), y2 - y1)
+    if y2 > H:
+        y1, y2 = max(0.0, y1 - (y2 - H)), float(H)
+    return float(x1), float(y1), float(x2), float(y2)
+
+
+def _type_defect(kind: str, comp: np.ndarray, test_cu: np.ndarray, temp_cu: np.ndarray) -> int:
+    """Rule typing on a local window (all arrays cropped to it). ``comp``: the defect's pixels."""
+    touch = cv2.dilate(comp.astype(np.uint8), _disk(2)).astype(bool)
+    if kind == EXTRA:
+        _, lab = cv2.connectedComponents((temp_cu & ~touch).astype(np.uint8), connectivity=8)
+        ring = cv2.dilate(touch.astype(np.uint8), _disk(1)).astype(bool) & ~touch
+        touched = len(set(np.unique(lab[ring & temp_cu]).tolist()) - {0})
+        if touched >= 2:
+            return CLASS_ID["short"]
+        if touched == 1:
+            return CLASS_ID["spur"]
+        return CLASS_ID["copper"]
+    # missing copper: enclosed by copper is a pin-hole; cutting a conductor into more pieces is an open; a bite
+    # out of an edge is a mousebite
+    ring = touch & ~comp
+    if ring.any() and temp_cu[ring].mean() > 0.97:
+        return CLASS_ID["pin-hole"]
+    cut = cv2.dilate(comp.astype(np.uint8), _disk(2)).astype(bool)
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(temp_cu.astype(np.uint8), connectivity=8)
+    hit = set(np.unique(lab[cut & temp_cu]).tolist()) - {0}
+    conductor = np.isin(lab, list(hit))
+    n2, _, stats2, _ = cv2.connectedComponentsWithStats((conductor & ~cut).astype(np.uint8), connectivity=8)
+    pieces = int((stats2[1:, cv2.CC_STAT_AREA] >= 10).sum())
+    if pieces > len(hit):
+        return CLASS_ID["open"]
+    return CLASS_ID["mousebite"]
+
+
+# ---------------------------------------------------------------------------------------------- inspector
+
+
+@dataclass
+class Component:
+    """One cleaned difference region: its bounding box (x, y, w, h), pixel area, copper kind and rule type."""
+
+    kind: str
+    x: int
+    y: int
+    w: int
+    h: int
+    area: int
+    class_id: int = UNTYPED
+
+
+def find_components(test_cu: np.ndarray, temp_cu: np.ndarray, params: AOIParams = DEFAULT_PARAMS,
+                    aligned: tuple[Alignment, np.ndarray, list[np.ndarray]] | None = None,
+                    ) -> tuple[Alignment, list[Component]]:
+    """Align, difference with tolerance, clean up, label: components of at least ``min_area`` pixels.
+
+    ``aligned``: a precomputed ``align`` result whose extras are the dilated and eroded template for
+    ``params.tolerance`` (tuning reuses it); computed here otherwise.
+    """
+    p = params
+    if test_cu.shape != temp_cu.shape:
+        raise MisalignedError(f"test image {test_cu.shape} and template {temp_cu.shape} differ in size")
+    if aligned is None:
+        aligned = align(test_cu, temp_cu, p, extra=tolerance_masks(temp_cu, p.tolerance))
+    alignment, temp_al, (temp_grow, temp_shrink) = aligned
+    if alignment.misaligned and p.on_misaligned == "refuse":
+        raise MisalignedError(
+            f"template does not register (shift {alignment.dx}, {alignment.dy} px, residual {alignment.residual:.2f});"
+            " refusing to compare")
+    masks = {EXTRA: test_cu & ~temp_grow, MISSING: ~test_cu & temp_shrink}
+    comps: list[Component] = []
+    H, W = test_cu.shape
+    for kind, m in masks.items():
+        m = m.astype(np.uint8)
+        if p.open_radius > 0:
+            m = cv2.morphologyEx(m, cv2.MORPH_OPEN, _disk(p.open_radius))
+        if p.close_radius > 0:
+            m = cv2.morphologyEx(m, cv2.MORPH_CLOSE, _disk(p.close_radius))
+        n, lab, stats, _ = cv2.connectedComponentsWithStats(m, connectivity=8)
+        for i in range(1, n):
+            x, y, w, h, area = (int(v) for v in stats[i])
+            if area < p.min_area:
+                continue
+            cls = UNTYPED
+            if p.typed:
+                c = p.context
+                xa, ya, xb, yb = max(0, x - c), max(0, y - c), min(W, x + w + c), min(H, y + h + c)
+                cls = _type_defect(kind, lab[ya:yb, xa:xb] == i, test_cu[ya:yb, xa:xb], temp_al[ya:yb, xa:xb])
+            comps.append(Component(kind, x, y, w, h, area, cls))
+    return alignment, comps
+
+
+def to_detections(comps: Iterable[Component], params: AOIParams = DEFAULT_PARAMS,
+                  size: tuple[int, int] = (640, 640)) -> list[AOIDetection]:
+    """Boxes a labeller would draw (padded, at least ``min_box``), scored by area, highest score first."""
+    p = params
+    dets = [AOIDetection(*_box(c.x, c.y, c.w, c.h, p, size), score=1.0 - math.exp(-c.area / p.score_scale),
+                         class_id=c.class_id if p.typed else UNTYPED, kind=c.kind, area=c.area)
+            for c in comps if c.area >= p.min_area]
+    dets.sort(key=lambda d: -d.score)
+    return dets
+
+
+def tolerance_masks(temp_cu: np.ndarray, tolerance: int) -> tuple[np.ndarray, np.ndarray]:
+    """The template grown and shrunk by the edge tolerance (copper may move that far without being a defect)."""
+    if tolerance <= 0:
+        return temp_cu, temp_cu
+    k = _disk(tolerance)
+    m = temp_cu.astype(np.uint8)
+    return cv2.dilate(m, k).astype(bool), cv2.erode(m, k).astype(bool)
+
+
+def inspect_masks(test_cu: np.ndarray, temp_cu: np.ndarray, params: AOIParams = DEFAULT_PARAMS) -> AOIResult:
+    """Inspect binarised masks (copper = True)."""
+    alignment, comps = find_components(test_cu, temp_cu, params)
+    return AOIResult(to_detections(comps, params, test_cu.shape), alignment)
+
+
+def inspect_pair(test: np.ndarray, template: np.ndarray, params: AOIParams = DEFAULT_PARAMS) -> AOIResult:
+    """Compare one test image with its template (grey or colour arrays); scored boxes and the alignment verdict."""
+    return inspect_masks(binarize(test, params.binarize_threshold), binarize(template, params.binarize_threshold),
+                         params)
+
+
+def inspect_sample(sample: Sample, params: AOIParams = DEFAULT_PARAMS) -> AOIResult:
+    return inspect_pair(load_gray(sample.test_image), load_gray(sample.template_image), params)
+
+
+# ------------------------------------------------------------------------------------------------ scoring
+
+
+@dataclass
+class LoadedPair:
+    sample: Sample
+    test: np.ndarray
+    template: np.ndarray
+    ground_truth: list = field(default_factory=list)  # rows (x1, y1, x2, y2, class_id)
+
+
+def load_pairs(samples: Iterable[Sample]) -> list[LoadedPair]:
+    """Read images and labels once (a tuning grid then re-inspects them from memory)."""
+    out = []
+    for s in samples:
+        gt = [(b.x1, b.y1, b.x2, b.y2, b.class_id) for b in read_labels(s.label_file)]
+        out.append(LoadedPair(s, load_gray(s.test_image), load_gray(s.template_image), gt))
+    return out
+
+
+def predict_aoi(pairs: Sequence[LoadedPair | Sample], params: AOIParams = DEFAULT_PARAMS) -> list[list[tuple]]:
+    """Prediction rows per image, aligned with ``pairs``."""
+    rows = []
+    for pr in pairs:
+        res = inspect_pair(pr.test, pr.template, params) if isinstance(pr, LoadedPair) else inspect_sample(pr, params)
+        rows.append(res.rows())
+    return rows
+
+
+def score_aoi(samples: Sequence[LoadedPair | Sample], params: AOIParams = DEFAULT_PARAMS,
+              iou_threshold: float = DEEPPCB_IOU, target_recall: float = 0.90) -> dict:
+    """Deep PCB protocol figures of the inspector on ``samples`` (Samples, read one at a time, or preloaded pairs).
+
+    Class-agnostic (was each defect found): AP, best F and its operating point, the point at the tuned
+    ``params.threshold`` (``operating``: the honest figure on held-out data, the threshold having been chosen on
+    training groups), the point at ``target_recall``, and the point with every call kept. Typed (when
+    ``params.typed``): per-class AP and mAP of the typing rules. ``misaligned``: pairs flagged by the alignment check.
+    """
+    preds, gts, flagged = [], [], []
+    for s in samples:
+        if isinstance(s, LoadedPair):
+            res, gt, sid = inspect_pair(s.test, s.template, params), s.ground_truth, s.sample.image_id
+        else:
+            res = inspect_sample(s, params)
+            gt, sid = [(b.x1, b.y1, b.x2, b.y2, b.class_id) for b in read_labels(s.label_file)], s.image_id
+        preds.append(res.rows())
+        gts.append(gt)
+        if res.misaligned:
+            flagged.append(sid)
+    agn = evaluate_detections(preds, gts, iou_threshold, class_agnostic=True)
+    out = {
+        "params": params.to_dict(),
+        "n_images": len(preds),
+        "misaligned": flagged,
+        "operating": operating_point(preds, gts, params.threshold, iou_threshold, class_agnostic=True).to_dict(),
+        "matched_recall": matched_recall(preds, gts, target_recall, iou_threshold, class_agnostic=True).to_dict(),
+        "all_calls": operating_point(preds, gts, 0.0, iou_threshold, class_agnostic=True).to_dict(),
+        "class_agnostic": agn.to_dict(),
+    }
+    if params.typed:
+        from .classes import CLASS_NAMES
+
+        typed = evaluate_detections(preds, gts, iou_threshold, class_agnostic=False, num_classes=len(CLASS_NAMES))
+        out["typed"] = typed.to_dict(class_names=CLASS_NAMES)
+    return out
