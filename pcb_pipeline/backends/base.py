@@ -33,6 +33,10 @@ class Stage(Protocol):
 
     def uri(self, stage_path: str) -> str: ...
 
+    def remove_prefix(self, stage_prefix: str) -> int:
+        """Delete every file under a prefix (used before re-landing a dataset); returns files removed."""
+        ...
+
 
 @runtime_checkable
 class Warehouse(Protocol):

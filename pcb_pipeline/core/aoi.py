@@ -92,7 +92,7 @@ class AOIDetection:
 class Alignment:
     dx: int  # global shift applied to the template (pixels): template pixel (x, y) lands on test (x + dx, y + dy)
     dy: int
-    residual: float  # XOR of the binarised pair after alignment / template edge pixels (0: identical)
+    residual: float  # median over tiles of XOR after alignment per template edge pixel (0: identical)
     local_share: float  # share of pixels whose local re-registration chose a shift other than the global one
     misaligned: bool  # flagged: residual too high, or the shift at the edge of the search range
 
@@ -186,6 +186,24 @@ def estimate_shift(test_cu: np.ndarray, temp_cu: np.ndarray, max_shift: int = 16
     return fine[1], fine[2], int(fine[0])
 
 
+def _tile_sums(mask: np.ndarray, tile: int) -> np.ndarray:
+    h, w = mask.shape
+    idx_y, idx_x = np.arange(0, h, tile), np.arange(0, w, tile)
+    return np.add.reduceat(np.add.reduceat(mask.astype(np.int64), idx_y, axis=0), idx_x, axis=1)
+
+
+def _tile_residual(xor: np.ndarray, temp_cu: np.ndarray, tile: int = 80, min_edges: int = 60) -> float:
+    """Median over tiles (with enough trace edge) of XOR pixels per template edge pixel.
+
+    About 1 per edge pixel and per pixel of misregistration; the median ignores the few tiles a defect sits in. 0
+    when no tile has enough edge to tell (a blank board registers trivially).
+    """
+    edges = cv2.morphologyEx(temp_cu.astype(np.uint8), cv2.MORPH_GRADIENT, _disk(1)).astype(bool)
+    e, x = _tile_sums(edges, tile), _tile_sums(xor, tile)
+    ok = e >= min_edges
+    return float(np.median(x[ok] / e[ok])) if ok.any() else 0.0
+
+
 def align(test_cu: np.ndarray, temp_cu: np.ndarray, params: AOIParams = DEFAULT_PARAMS,
           extra: Sequence[np.ndarray] = ()) -> tuple[Alignment, np.ndarray, list[np.ndarray]]:
     """Register the template mask to the test mask: global shift, then dense local re-registration.
@@ -221,8 +239,7 @@ def align(test_cu: np.ndarray, temp_cu: np.ndarray, params: AOIParams = DEFAULT_
                 chosen |= better
                 for o, e in zip(outs, extra):
                     o[better] = shift_mask(e, dx, dy)[better]
-    edges = cv2.morphologyEx(temp_cu.astype(np.uint8), cv2.MORPH_GRADIENT, _disk(1)).astype(bool)
-    residual = np.count_nonzero(test_cu ^ out) / max(1, int(np.count_nonzero(edges)))
+    residual = _tile_residual(test_cu ^ out, temp_cu)
     misaligned = residual > p.max_residual or max(abs(gdx), abs(gdy)) >= p.max_shift
     return Alignment(gdx, gdy, float(residual), float(chosen.mean()), bool(misaligned)), out, outs
 
@@ -247,7 +264,16 @@ def _box(x: int, y: int, w: int, h: int, p: AOIParams, size: tuple[int, int]) ->
 
 
 def _type_defect(kind: str, comp: np.ndarray, test_cu: np.ndarray, temp_cu: np.ndarray) -> int:
-    """Rule typing on a local window (all arrays cropped to it). ``comp``: the defect's pixels."""
+    """Rule typing on a local window (all arrays cropped to it; ``temp_cu`` aligned). ``comp``: the cleaned defect.
+
+    The cleaned component lies inside the tolerance band; the rules look at the whole raw difference it belongs to
+    (the pieces of the untolerated difference that overlap it), so a cut across a trace reaches both edges.
+    """
+    raw = (test_cu & ~temp_cu) if kind == EXTRA else (~test_cu & temp_cu)
+    n, lab = cv2.connectedComponents(raw.astype(np.uint8), connectivity=8)
+    near = cv2.dilate(comp.astype(np.uint8), _disk(1)).astype(bool)
+    ids = set(np.unique(lab[near & raw]).tolist()) - {0}
+    comp = comp | np.isin(lab, list(ids))
     touch = cv2.dilate(comp.astype(np.uint8), _disk(2)).astype(bool)
     if kind == EXTRA:
         _, lab = cv2.connectedComponents((temp_cu & ~touch).astype(np.uint8), connectivity=8)

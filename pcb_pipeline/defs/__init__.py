@@ -1,0 +1,1 @@
+"""Dagster definitions: thin assets, checks, jobs and resources over the layers below."""

@@ -1,0 +1,1 @@
+"""Detector training, inference, plotting, export and evaluation (ultralytics)."""

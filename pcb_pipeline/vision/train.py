@@ -1,0 +1,145 @@
+"""Training entrypoint: the one payload that runs locally (subprocess) and unchanged as a Snowflake ML Job.
+
+    python -m pcb_pipeline.vision.train --data DATASET_DIR --profile demo --out OUT_DIR [--set key=value ...]
+
+Writes OUT_DIR/best.pt, OUT_DIR/best.onnx (unless --no-onnx), OUT_DIR/metrics.json and logs params, per-epoch
+metrics, plots and weights to the MLflow tracking server in MLFLOW_TRACKING_URI.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a file (ML Job entrypoint): make the package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from pcb_pipeline import settings  # noqa: E402
+from pcb_pipeline.core.classes import CLASS_NAMES  # noqa: E402
+from pcb_pipeline.vision.profiles import resolve_profile  # noqa: E402
+
+EXPERIMENT = os.environ.get("PCB_MLFLOW_EXPERIMENT", "pcb_defect_detector")
+
+
+def _parse_value(text: str):
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False, "none": None}.get(text.lower(), text)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", required=True, type=Path, help="YOLO dataset folder holding data.yaml")
+    p.add_argument("--profile", default="demo")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--run-name", default=None)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="ultralytics train() override")
+    p.add_argument("--no-onnx", action="store_true")
+    args = p.parse_args(argv)
+    try:
+        args.overrides = {k: _parse_value(v) for k, v in (s.split("=", 1) for s in args.set)}
+    except ValueError:
+        p.error("--set takes KEY=VALUE")
+    return args
+
+
+def _mlflow_callbacks(mlflow):
+    def on_fit_epoch_end(trainer):
+        step = trainer.epoch + 1
+        metrics = {**trainer.lr, **trainer.label_loss_items(trainer.tloss, prefix="train"), **trainer.metrics}
+        mlflow.log_metrics({k.replace("(", "_").replace(")", ""): float(v) for k, v in metrics.items()}, step=step)
+
+    return {"on_fit_epoch_end": on_fit_epoch_end}
+
+
+def evaluation_metrics(val_metrics) -> dict[str, float]:
+    """Flatten an ultralytics DetMetrics into plain floats, per-class AP50 included."""
+    box = val_metrics.box
+    out = {"map50": float(box.map50), "map50_95": float(box.map), "precision": float(box.mp),
+           "recall": float(box.mr)}
+    ap50_by_class = dict(zip(box.ap_class_index.tolist(), box.ap50.tolist()))
+    ap_by_class = dict(zip(box.ap_class_index.tolist(), box.ap.tolist()))
+    for i, name in enumerate(CLASS_NAMES):
+        if i in ap50_by_class:
+            out[f"ap50_{name}"] = float(ap50_by_class[i])
+            out[f"ap50_95_{name}"] = float(ap_by_class[i])
+    return out
+
+
+def train(args: argparse.Namespace) -> dict:
+    settings.configure()
+    import mlflow
+    from ultralytics import YOLO
+    from ultralytics import settings as yolo_settings
+
+    # Its own integrations would open a second MLflow run (in ./mlflow.db) and phone home; we log ourselves.
+    quiet = {"mlflow": False, "wandb": False, "tensorboard": False, "clearml": False, "comet": False, "dvc": False,
+             "raytune": False, "sync": False, "vscode_msg": False, "openvino_msg": False}
+    yolo_settings.update({k: v for k, v in quiet.items() if k in yolo_settings})
+    params = resolve_profile(args.profile, args.overrides)
+    model_cfg = params.pop("model")
+    data_yaml = (args.data / "data.yaml").resolve()
+    if not data_yaml.is_file():
+        raise FileNotFoundError(f"no data.yaml in {args.data}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    project = (args.out / "ultralytics").resolve()
+    shutil.rmtree(project, ignore_errors=True)
+
+    mlflow.set_experiment(EXPERIMENT)
+    with mlflow.start_run(run_name=args.run_name) as run:
+        mlflow.log_params({"profile": args.profile, "model": model_cfg, **params})
+        mlflow.set_tags({"pcb.entrypoint": "pcb_pipeline.vision.train", "pcb.dataset": str(args.data)})
+        model = YOLO(model_cfg)
+        for event, fn in _mlflow_callbacks(mlflow).items():
+            model.add_callback(event, fn)
+        started = time.time()
+        # amp=False: on CUDA ultralytics' AMP check downloads yolo26n.pt, which fails offline.
+        model.train(data=str(data_yaml), project=str(project), name="train", exist_ok=True, amp=params.pop("amp", False),
+                    pretrained=False, plots=True, verbose=False, **params)
+        train_seconds = time.time() - started
+        save_dir = Path(model.trainer.save_dir)
+        best = save_dir / "weights" / "best.pt"
+        shutil.copyfile(best, args.out / "best.pt")
+
+        best_model = YOLO(str(args.out / "best.pt"))
+        val = best_model.val(data=str(data_yaml), split="val", imgsz=params["imgsz"], batch=params["batch"],
+                             device=params["device"], plots=False, verbose=False, project=str(project), name="val")
+        metrics = evaluation_metrics(val)
+        metrics["train_seconds"] = train_seconds
+        metrics["epochs_completed"] = float(model.trainer.epoch + 1)
+        mlflow.log_metrics({f"final_{k}": v for k, v in metrics.items()})
+
+        onnx_path = None
+        if not args.no_onnx:
+            exported = best_model.export(format="onnx", imgsz=params["imgsz"], dynamic=False, simplify=True,
+                                         device="cpu")
+            onnx_path = args.out / "best.onnx"
+            if Path(exported).resolve() != onnx_path.resolve():
+                shutil.copyfile(exported, onnx_path)
+        for f in save_dir.glob("*"):
+            if f.suffix in {".png", ".jpg", ".csv", ".yaml"}:
+                mlflow.log_artifact(str(f), artifact_path="training")
+        mlflow.log_artifact(str(args.out / "best.pt"), artifact_path="weights")
+        if onnx_path:
+            mlflow.log_artifact(str(onnx_path), artifact_path="weights")
+        result = {"run_id": run.info.run_id, "metrics": metrics, "imgsz": params["imgsz"], "profile": args.profile,
+                  "weights": "best.pt", "onnx": "best.onnx" if onnx_path else None}
+    (args.out / "metrics.json").write_text(json.dumps(result, indent=2))
+    print("PCB_TRAINING_RESULT " + json.dumps(result), flush=True)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    train(parse_args(argv))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

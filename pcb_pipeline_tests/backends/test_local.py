@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from pcb_pipeline.backends.base import ModelVersion
+from pcb_pipeline.backends.local import DuckDBWarehouse, LocalStage, StagePathError
+from pcb_pipeline.backends.mlflow_registry import promotion_decision
+from pcb_pipeline.backends.sql_guard import UnsafeSQLError, ensure_read_only
+from pcb_pipeline.backends.sqlutil import read_sql_file, to_duckdb
+from pcb_pipeline.core.defect_logs import DEFECT_LOG_COLUMNS
+
+GOLDEN = ("SELECT detected_class, COUNT(*) FROM DEFECT_LOGS WHERE factory_line_id = 'SHANGHAI' "
+          "AND timestamp >= DATEADD(week, -1, CURRENT_DATE()) GROUP BY detected_class")
+
+
+@pytest.fixture
+def wh(tmp_path):
+    w = DuckDBWarehouse(tmp_path / "w.duckdb")
+    w.ensure_schema()
+    return w
+
+
+def _logs(batch: str, n: int, line="SHANGHAI", days_ago=0) -> pd.DataFrame:
+    ts = pd.Timestamp.now().normalize() - pd.Timedelta(days=days_ago) + pd.Timedelta(hours=1)
+    rows = [[f"{batch}-{i}", batch, f"b{i}", ts, "spur", 3, 0.9, "[1, 2, 3, 4]", 1.0, 2.0, 3.0, 4.0, 640, 640, line,
+             "m/1", "run", f"img{i}.jpg"] for i in range(n)]
+    return pd.DataFrame(rows, columns=DEFECT_LOG_COLUMNS)
+
+
+def test_ddl_is_snowflake_and_transpiles(wh):
+    stmts = read_sql_file("tables.sql")
+    assert len(stmts) == 3 and all("CREATE TABLE IF NOT EXISTS" in s for s in stmts)
+    assert "VARIANT" in stmts[1] and "JSON" in to_duckdb(stmts[1])
+    wh.ensure_schema()  # idempotent
+
+
+def test_golden_query_runs_as_written(wh):
+    wh.replace_rows("DEFECT_LOGS", "batch_id", "a", _logs("a", 3))
+    wh.replace_rows("DEFECT_LOGS", "batch_id", "old", _logs("old", 2, days_ago=10))
+    wh.replace_rows("DEFECT_LOGS", "batch_id", "pen", _logs("pen", 4, line="PENANG"))
+    out = wh.query(GOLDEN)
+    assert out.values.tolist() == [["spur", 3]]
+
+
+def test_replace_rows_is_idempotent_and_atomic(wh):
+    wh.replace_rows("DEFECT_LOGS", "batch_id", "a", _logs("a", 3))
+    wh.replace_rows("DEFECT_LOGS", "batch_id", "a", _logs("a", 3))
+    wh.replace_rows("DEFECT_LOGS", "batch_id", "b", _logs("b", 2))
+    assert wh.query("SELECT COUNT(*) AS n FROM DEFECT_LOGS")["n"][0] == 5
+    bad = _logs("a", 2)
+    bad.loc[1, "inference_id"] = bad.loc[0, "inference_id"]  # primary key violation mid-insert
+    with pytest.raises(Exception):
+        wh.replace_rows("DEFECT_LOGS", "batch_id", "a", bad)
+    assert wh.query("SELECT COUNT(*) AS n FROM DEFECT_LOGS WHERE batch_id = 'a'")["n"][0] == 3, "rolled back"
+
+
+def test_upsert_replaces_by_key(wh):
+    rows = pd.DataFrame({"board_id": ["1", "2"], "factory_line_id": ["SHANGHAI", "PENANG"]})
+    wh.upsert("PCB_METADATA", ["board_id"], rows)
+    wh.upsert("PCB_METADATA", ["board_id"], rows.assign(factory_line_id="SHENZHEN"))
+    out = wh.query("SELECT board_id, factory_line_id FROM PCB_METADATA ORDER BY board_id")
+    assert out.values.tolist() == [["1", "SHENZHEN"], ["2", "SHENZHEN"]]
+
+
+def test_unsafe_identifiers_refused(wh):
+    with pytest.raises(ValueError, match="unsafe"):
+        wh.replace_rows("DEFECT_LOGS; DROP TABLE X", "batch_id", "a", _logs("a", 1))
+
+
+@pytest.mark.parametrize("sql", ["DROP TABLE DEFECT_LOGS", "SELECT 1; DROP TABLE DEFECT_LOGS",
+                                 "DELETE FROM DEFECT_LOGS", "INSERT INTO DEFECT_LOGS SELECT * FROM DEFECT_LOGS",
+                                 "CREATE TABLE x AS SELECT 1", "SELEC * FROM"])
+def test_sql_guard_rejects_writes(sql):
+    with pytest.raises(UnsafeSQLError):
+        ensure_read_only(sql)
+
+
+def test_sql_guard_allows_golden_query():
+    assert ensure_read_only(GOLDEN) == GOLDEN
+
+
+def test_stage_round_trip_and_traversal(tmp_path):
+    st = LocalStage(tmp_path / "stage")
+    src = tmp_path / "a.txt"
+    src.write_text("hello")
+    assert st.put_file(src, "dir/a.txt") == "dir/a.txt"
+    assert [f.path for f in st.list("dir")] == ["dir/a.txt"]
+    assert st.get_file("dir/a.txt", tmp_path / "out" / "a.txt").read_text() == "hello"
+    for bad in ("../escape.txt", "/etc/passwd", "dir/../../x", ""):
+        with pytest.raises(StagePathError):
+            st.put_file(src, bad)
+    assert not (tmp_path / "escape.txt").exists()
+    assert st.remove_prefix("dir") == 1 and st.list() == []
+
+
+def _mv(v: str, m: float) -> ModelVersion:
+    return ModelVersion("m", v, "run", {"map50": m}, "uri")
+
+
+@pytest.mark.parametrize("cand,champ,threshold,promoted,why", [
+    (0.6, None, 0.5, True, "no champion"),
+    (0.4, None, 0.5, False, "below the threshold"),
+    (0.7, 0.8, 0.5, False, "regresses"),
+    (0.8, 0.8, 0.5, True, ">= champion"),
+    (float("nan"), None, 0.0, False, "below"),
+])
+def test_promotion_gate(cand, champ, threshold, promoted, why):
+    d = promotion_decision(_mv("2", cand), _mv("1", champ) if champ is not None else None, threshold)
+    assert d.promoted is promoted and why in d.reason
