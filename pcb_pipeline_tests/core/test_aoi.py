@@ -1,0 +1,116 @@
+"""Legacy AOI baseline: a drawn board with one defect of each type, alignment checks, and real Deep PCB pairs."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import cv2
+import numpy as np
+import pytest
+
+from pcb_pipeline.core.aoi import (
+    DEFAULT_PARAMS, UNTYPED, AOIParams, MisalignedError, inspect_pair, score_aoi, shift_mask)
+from pcb_pipeline.core.classes import CLASS_ID
+from pcb_pipeline.core.deeppcb import group_split, read_split, split_file_path
+from pcb_pipeline.core.detection_metrics import operating_point
+
+WHITE, COPPER = 255, 0
+SHIFT = (6, -5)  # the test image is offset from its template, as real scans are
+
+
+def _template() -> np.ndarray:
+    img = np.full((640, 640), WHITE, np.uint8)
+    for y in (100, 160, 220, 280):
+        cv2.line(img, (60, y), (580, y), COPPER, 12)
+        cv2.circle(img, (60, y), 20, COPPER, -1)
+        cv2.circle(img, (580, y), 20, COPPER, -1)
+    for x in (150, 330, 510):
+        cv2.line(img, (x, 360), (x, 590), COPPER, 14)
+    cv2.circle(img, (420, 470), 26, COPPER, -1)
+    return img
+
+
+# (name, drawing, centre) in template coordinates; the test image is the template with these drawn, then shifted
+DEFECTS = [
+    ("open", lambda im: cv2.rectangle(im, (300, 90), (307, 110), WHITE, -1), (303, 100)),
+    ("short", lambda im: cv2.rectangle(im, (400, 165), (407, 215), COPPER, -1), (403, 190)),
+    ("copper", lambda im: cv2.circle(im, (250, 430), 6, COPPER, -1), (250, 430)),
+    ("pin-hole", lambda im: cv2.circle(im, (420, 470), 5, WHITE, -1), (420, 470)),
+    ("mousebite", lambda im: cv2.circle(im, (200, 227), 5, WHITE, -1), (200, 226)),
+    ("spur", lambda im: cv2.rectangle(im, (330, 275), (336, 262), COPPER, -1), (333, 266)),
+]
+
+
+def _jpeg(img: np.ndarray) -> np.ndarray:
+    ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 85])
+    assert ok
+    return cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE)
+
+
+@pytest.fixture(scope="module")
+def drawn_pair():
+    template = _template()
+    test = template.copy()
+    for _, draw, _ in DEFECTS:
+        draw(test)
+    dx, dy = SHIFT
+    test = shift_mask(test, dx, dy)
+    truth = [(cx + dx - 15, cy + dy - 15, cx + dx + 15, cy + dy + 15, CLASS_ID[name]) for name, _, (cx, cy) in DEFECTS]
+    return _jpeg(test), _jpeg(template), truth
+
+
+def test_finds_every_drawn_defect_with_no_false_call(drawn_pair):
+    test, template, truth = drawn_pair
+    res = inspect_pair(test, template)
+    assert (res.alignment.dx, res.alignment.dy) == SHIFT
+    assert not res.misaligned
+    calls = [d.row() for d in res.detections if d.score >= DEFAULT_PARAMS.threshold]
+    op = operating_point([calls], [truth], DEFAULT_PARAMS.threshold, class_agnostic=True)
+    assert (op.tp, op.fp, op.fn) == (len(DEFECTS), 0, 0)
+    typed = operating_point([calls], [truth], DEFAULT_PARAMS.threshold)  # the rules name each defect right
+    assert (typed.tp, typed.fp) == (len(DEFECTS), 0)
+
+
+def test_untyped_mode_and_identical_images(drawn_pair):
+    test, template, _ = drawn_pair
+    res = inspect_pair(test, template, replace(DEFAULT_PARAMS, typed=False))
+    assert res.detections and {d.class_id for d in res.detections} == {UNTYPED}
+    assert {d.kind for d in res.detections} == {"extra", "missing"}
+    assert inspect_pair(template, template).detections == []
+
+
+def test_misaligned_pair_is_flagged_or_refused(drawn_pair):
+    _, template, _ = drawn_pair
+    stretched = cv2.warpAffine(template, cv2.getRotationMatrix2D((320, 320), 4.0, 1.05), (640, 640),
+                               borderValue=WHITE)
+    res = inspect_pair(stretched, template)
+    assert res.misaligned
+    with pytest.raises(MisalignedError, match="refusing"):
+        inspect_pair(stretched, template, replace(DEFAULT_PARAMS, on_misaligned="refuse"))
+    with pytest.raises(MisalignedError, match="differ in size"):
+        inspect_pair(template[:320], template)
+
+
+def test_boxes_are_padded_and_kept_inside_the_image():
+    img = np.full((640, 640), WHITE, np.uint8)
+    test = img.copy()
+    cv2.circle(test, (3, 3), 3, COPPER, -1)  # a speck in the corner
+    p = AOIParams(min_area=4, pad=4, min_box=30)
+    (d,) = inspect_pair(test, img, p).detections
+    assert (d.x1, d.y1) == (0.0, 0.0) and d.x2 == pytest.approx(30) and d.y2 == pytest.approx(30)
+    assert d.class_id == CLASS_ID["copper"] and 0 < d.score < 1
+
+
+def test_shift_mask_direction():
+    m = np.zeros((5, 5), bool)
+    m[1, 1] = True
+    assert shift_mask(m, 2, 1)[2, 3]
+
+
+@pytest.mark.deeppcb
+def test_real_deeppcb_held_out_pairs(deeppcb_root):
+    _, val = group_split(read_split(split_file_path(deeppcb_root)))
+    sample = val[::10][:20]
+    rep = score_aoi(sample, DEFAULT_PARAMS)
+    op = rep["operating"]
+    assert rep["n_images"] == 20
+    assert op["recall"] >= 0.8 and op["precision"] >= 0.8, op
