@@ -1,0 +1,129 @@
+"""Snowflake behind the Warehouse interface: SQL as written, bulk writes through write_pandas.
+
+replace_rows and upsert first load the rows with `write_pandas` into a session-scoped TEMPORARY table (write_pandas
+creates its own temporary stage, a DDL statement that would commit any open transaction, so it runs before the
+transaction starts), then:
+  replace_rows: BEGIN; DELETE FROM t WHERE key = %s; INSERT INTO t (...) SELECT ... FROM tmp; COMMIT  (ROLLBACK on error)
+  upsert:       MERGE INTO t USING tmp ON keys WHEN MATCHED THEN UPDATE ... WHEN NOT MATCHED THEN INSERT ...
+Semi-structured target columns (VARIANT/OBJECT/ARRAY) travel as JSON text and are PARSE_JSON'ed on the way in.
+Column names come back lower-cased where Snowflake upper-cased an unquoted name, so `df["board_id"]` works on both
+backends.
+"""
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pandas as pd
+
+from pcb_pipeline.backends.sqlutil import read_sql_file
+
+from . import sql
+from .stage import Connect
+
+
+def _column_name(name: str) -> str:
+    return name.lower() if name == name.upper() else name
+
+
+class SnowflakeWarehouse:
+    def __init__(self, connect: Connect, tables_file: str = "tables.sql"):
+        self.connect = connect
+        self.tables_file = tables_file
+
+    def ensure_schema(self) -> None:
+        """CREATE TABLE IF NOT EXISTS for every table in sql/tables.sql (idempotent)."""
+        with self.connect() as conn:
+            cur = conn.cursor()
+            for stmt in read_sql_file(self.tables_file):
+                cur.execute(stmt)
+
+    def execute(self, statement: str) -> None:
+        with self.connect() as conn:
+            conn.cursor().execute(statement)
+
+    def query(self, statement: str) -> pd.DataFrame:
+        with self.connect() as conn:
+            cur = conn.cursor()
+            cur.execute(statement)
+            rows = cur.fetchall()
+            names = [_column_name(d[0]) for d in cur.description or []]
+        return pd.DataFrame.from_records(rows, columns=names)
+
+    # ------------------------------------------------------------------------------------------------ bulk writes
+    def _column_types(self, cur, table: str) -> dict[str, str]:
+        cur.execute(sql.describe_table(table))
+        return {str(r[0]).upper(): str(r[1]).upper() for r in cur.fetchall()}
+
+    def _load_temp(self, conn, table: str, rows: pd.DataFrame) -> tuple[str, list[str], set[str]]:
+        """Stage `rows` in a temporary table shaped like the target's columns; returns (name, columns, variant)."""
+        from snowflake.connector import pandas_tools  # attribute lookup at call time: fakesnow patches it
+
+        cur = conn.cursor()
+        types = self._column_types(cur, table)
+        columns = [str(c) for c in rows.columns]
+        unknown = [c for c in columns if c.upper() not in types]
+        if unknown:
+            raise ValueError(f"{table} has no column(s) {unknown}")
+        variant = {c.upper() for c in columns if types[c.upper()].split("(")[0] in sql.SEMI_STRUCTURED}
+        temp = f"PCB_TMP_{table.split('.')[-1].upper()}_{uuid.uuid4().hex[:10].upper()}"
+        staging_types = [(c, "VARCHAR" if c.upper() in variant else types[c.upper()]) for c in columns]
+        cur.execute(sql.create_temp_table(temp, staging_types))
+        frame = rows.copy()
+        frame.columns = [c.upper() for c in columns]
+        for c in frame.columns:
+            if c in variant:
+                frame[c] = frame[c].astype("string")
+        ok, _chunks, nrows, _ = pandas_tools.write_pandas(conn, frame, temp, quote_identifiers=False,
+                                                          use_logical_type=True, auto_create_table=False,
+                                                          overwrite=False)
+        if not ok or nrows != len(rows):
+            raise RuntimeError(f"write_pandas loaded {nrows} of {len(rows)} rows into {temp}")
+        return temp, columns, variant
+
+    def replace_rows(self, table: str, key_column: str, key_value: str, rows: pd.DataFrame) -> int:
+        sql.identifier(table), sql.identifier(key_column), [sql.identifier(str(c)) for c in rows.columns]
+        with self.connect() as conn:
+            cur = conn.cursor()
+            temp = None
+            if len(rows):
+                temp, columns, variant = self._load_temp(conn, table, rows)
+            try:
+                cur.execute(sql.BEGIN)
+                try:
+                    cur.execute(sql.delete_where(table, key_column), (key_value,))
+                    if temp:
+                        cur.execute(sql.insert_select(table, temp, columns, variant))
+                    cur.execute(sql.COMMIT)
+                except Exception:
+                    cur.execute(sql.ROLLBACK)
+                    raise
+            finally:
+                if temp:
+                    cur.execute(sql.drop_table(temp))
+        return len(rows)
+
+    def upsert(self, table: str, key_columns: list[str], rows: pd.DataFrame) -> int:
+        sql.identifier(table), [sql.identifier(k) for k in key_columns], [sql.identifier(str(c)) for c in rows.columns]
+        if rows.empty:
+            return 0
+        missing = [k for k in key_columns if k not in rows.columns]
+        if missing:
+            raise ValueError(f"upsert keys {missing} are not columns of the rows")
+        dupes = rows.duplicated(subset=key_columns)
+        if dupes.any():  # MERGE with a duplicated source key is nondeterministic (an error in Snowflake)
+            raise ValueError(f"{int(dupes.sum())} rows repeat a key {key_columns}; upsert needs unique keys")
+        with self.connect() as conn:
+            temp, columns, variant = self._load_temp(conn, table, rows)
+            cur = conn.cursor()
+            try:
+                cur.execute(sql.merge(table, temp, key_columns, columns, variant))
+            finally:
+                cur.execute(sql.drop_table(temp))
+        return len(rows)
+
+
+def tables_sql_path() -> Path:
+    from pcb_pipeline.backends.sqlutil import SQL_DIR
+
+    return SQL_DIR / "tables.sql"
