@@ -7,12 +7,14 @@ from pcb_pipeline import settings
 
 
 def demo_run_config(deeppcb_root: str | None = None, profile: str = "demo", synthetic_groups: int = 5,
-                    synthetic_images_per_group: int = 40, overrides: dict | None = None) -> dict:
+                    synthetic_images_per_group: int = 40, overrides: dict | None = None,
+                    confidence: float = 0.25) -> dict:
     return {"ops": {
         "raw_pcb_images": {"config": {"deeppcb_root": deeppcb_root, "synthetic_groups": synthetic_groups,
                                       "synthetic_images_per_group": synthetic_images_per_group}},
         "trained_detector": {"config": {"profile": profile,
                                         "overrides": {k: str(v) for k, v in (overrides or {}).items()}}},
+        "defect_logs": {"config": {"confidence": confidence}},
     }}
 
 

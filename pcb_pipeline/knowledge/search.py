@@ -417,10 +417,11 @@ _INTENT_WORDS = {
     "tools": ("tool", "equipment", "material", "need", "use"),
     "causes": ("cause", "caus", "why", "reason", "origin", "come", "prevent", "avoid", "root"),
     "acceptability": ("accept", "allow", "class_1", "class_2", "class_3", "limit", "reject", "permit", "toler"),
-    "verification": ("verif", "check", "test", "confirm", "after"),
-    "identification": ("identif", "recogni", "look", "measur", "what"),
+    "verification": ("verif", "check", "test", "confirm"),
+    "identification": ("identif", "recogni", "look", "measur"),
     "records": ("record", "document", "trace", "log"),
     "disposition": ("scrap", "disposition", "yield", "pass"),
+    "qualification": ("who", "qualif", "operator", "train", "certif"),
 }
 _SECTION_WORDS = {
     "procedure": ("procedur", "removal", "repair"),
@@ -431,12 +432,13 @@ _SECTION_WORDS = {
     "identification": ("identification", "measurement", "how the detector"),
     "records": ("record", "escalation"),
     "disposition": ("disposition",),
+    "qualification": ("qualification",),
     "scope": ("purpose and scope",),
 }
 
 
 def intents_of(text: str) -> set[str]:
-    toks = tokenize(text)
+    toks = tokenize(text, keep_stopwords=True)
     return {name for name, prefixes in _INTENT_WORDS.items() if any(t.startswith(prefixes) for t in toks)}
 
 

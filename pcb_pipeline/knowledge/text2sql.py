@@ -305,8 +305,8 @@ class DataQuestionEngine:
             if t in AGG_WORDS and not used[i]:
                 agg_pending.append((i, AGG_WORDS[t]))
 
-        dims: list[tuple[int, str, str]] = []  # (position, table, column name)
-        values: list[tuple[int, str, str]] = []  # (position, dim name, value)
+        dims: list[tuple[int, int, str, str]] = []  # (start, end, table, column name)
+        values: list[tuple[int, int, str, str]] = []  # (start, end, dim name, value)
         named_filters: list[tuple[str, str]] = []
         facts: list[tuple[int, str, str]] = []
         time_dim_mentions: list[tuple[int, str, str]] = []
@@ -324,9 +324,9 @@ class DataQuestionEngine:
             elif e.kind == "fact":
                 facts.append((start, *e.payload))
             elif e.kind == "dim":
-                dims.append((start, *e.payload))
+                dims.append((start, end, *e.payload))
             elif e.kind == "value":
-                values.append((start, *e.payload))
+                values.append((start, end, *e.payload))
             elif e.kind == "filter":
                 named_filters.append(e.payload)
             elif e.kind == "time_dim":
@@ -412,8 +412,8 @@ class DataQuestionEngine:
 
         # values -> filters
         by_dim: dict[tuple[str, str], list[str]] = {}
-        value_dims: dict[str, int] = {}
-        for pos, dim_name, value in values:
+        value_dims: dict[str, list[tuple[int, int]]] = {}
+        for pos, vend, dim_name, value in values:
             tcol = self._resolve_value_dim(base, dim_name, value)
             if tcol is None:
                 raise CannotAnswer(f"{value!r} is a value of {dim_name}, which cannot be combined with "
@@ -422,24 +422,27 @@ class DataQuestionEngine:
             lst = by_dim.setdefault(key, [])
             if value not in lst:
                 lst.append(value)
-            value_dims[tcol[1]] = pos
+            value_dims.setdefault(tcol[1], []).append((pos, vend))
         for (table, col_name), vals in by_dim.items():
             plan.filters.append((DimRef(table, self.model.tables[table].columns[col_name]), vals))
 
         # dimensions -> group by (or only the word that names a filtered dimension)
-        for pos, table, col_name in dims:
+        for pos, dend, table, col_name in dims:
             tcol = self._resolve_column(base, col_name, kinds=("dimension",), prefer=table)
             if tcol is None:
                 raise CannotAnswer(
                     f"{col_name} is recorded in {table}, which cannot be combined with {metrics[0].name} "
                     f"({base.name}): there is no relationship that keeps the counts right.", self.suggestions())
             t2, c2 = tcol
-            cue = _has_cue(raw_tokens, pos)
-            filtered = c2 in value_dims and abs(value_dims[c2] - pos) <= 3
-            if filtered and not cue:
-                continue
-            if filtered and cue and raw_tokens[pos - 1:pos] == ["the"]:
-                continue
+            spans_v = value_dims.get(c2, [])
+            if spans_v:
+                # "the Shanghai line", "line PENANG": the dimension word only names the filter, unless a grouping
+                # word stands right before it ("Shanghai and Penang by line")
+                adjacent = any(ve == pos or vs == dend or (ve == pos - 1 and raw_tokens[pos - 1] in ("the",))
+                               for vs, ve in spans_v)
+                near = any(abs(vs - pos) <= 3 for vs, _ in spans_v)
+                if (adjacent or near) and not _direct_cue(raw_tokens, pos):
+                    continue
             ref = DimRef(t2, self.model.tables[t2].columns[c2])
             if not any(d.column.name == c2 and d.table == t2 for d in plan.group_by):
                 plan.group_by.append(ref)
@@ -687,6 +690,13 @@ def _parse_top_n(text: str) -> tuple[int | None, bool | None, str]:
         desc = m.group(1) in ("top", "first", "worst")
         return n, desc, _blank(text, m)
     return None, None, text
+
+
+def _direct_cue(raw: list[str], pos: int) -> bool:
+    if pos >= 1 and raw[pos - 1] in ("by", "per", "each", "across", "every"):
+        return True
+    return pos >= 2 and raw[pos - 2] in ("by", "per", "each", "across", "every") and raw[pos - 1] in (
+        "the", "each", "every", "a", "all")
 
 
 def _has_cue(raw: list[str], pos: int) -> bool:

@@ -21,7 +21,7 @@ def pipeline_run():
     defs = dg.Definitions(assets=assets, asset_checks=checks, jobs=jobs, resources=local_resources(min_map50=0.0))
     job = defs.resolve_job_def("pcb_pipeline_job")
     cfg = demo_run_config(profile="smoke", synthetic_groups=3, synthetic_images_per_group=6,
-                          overrides={"conf": 0.001})
+                          confidence=0.001)  # after one epoch only low-confidence boxes exist
     with dg.instance_for_test() as instance:
         first = job.execute_in_process(run_config=cfg, instance=instance)
         rows_after_first = warehouse().query("SELECT COUNT(*) AS n FROM DEFECT_LOGS")["n"][0]
@@ -35,7 +35,7 @@ def test_every_asset_materialises_and_checks_pass(pipeline_run):
     materialised = {e.asset_key.path[-1] for e in first.get_asset_materialization_events()}
     assert materialised == {"raw_pcb_images", "pcb_metadata", "yolo_dataset", "trained_detector",
                             "registered_model", "defect_logs"}
-    checks_ = {e.event_specific_data.asset_check_evaluation.check_name: e.event_specific_data.asset_check_evaluation.passed
+    checks_ = {e.event_specific_data.check_name: e.event_specific_data.passed
                for e in first.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
     assert checks_ == {"labels_valid": True, "no_split_leakage": True, "every_image_labelled": True}
 
