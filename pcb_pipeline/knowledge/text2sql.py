@@ -55,11 +55,12 @@ AGG_WORDS = {"average": "AVG", "avg": "AVG", "mean": "AVG", "max": "MAX", "maxim
 DESC_WORDS = {"most", "highest", "largest", "biggest", "worst", "max", "maximum", "top", "greatest", "frequent",
               "common"}
 ASC_WORDS = {"least", "lowest", "fewest", "smallest", "best", "min", "minimum", "bottom", "rarest"}
-NUMBER_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
+NUMBER_WORDS = {"zero": 0, "no": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
                 "ten": 10, "twelve": 12, "fourteen": 14, "fifteen": 15, "twenty": 20, "thirty": 30}
 # Values that are also ordinary English words need context (a plural, "defect", the dimension word, a list of values)
 COMMON_WORD_VALUES = {"open", "short", "copper", "spur", "day", "pass", "night", "swing"}
-CONTEXT_WORDS = {"defect", "circuit", "class", "type", "detection", "fault", "call", "issue", "shift", "problem"}
+CONTEXT_WORDS = {"defect", "circuit", "class", "type", "detection", "fault", "call", "issue", "shift", "problem",
+                 "board"}
 # Extra spellings of sample values (domain knowledge that the YAML specification has no field for)
 VALUE_ALIASES = {
     "mousebite": ["mouse bite", "mouse-bite", "mousebites", "mouse bites"],
@@ -72,6 +73,8 @@ VALUE_ALIASES = {
     "SHENZHEN": ["szx"],
     "GUADALAJARA": ["gdl"],
     "PENANG": ["pen"],
+    "PASS": ["passed", "passing"],
+    "REWORK": ["reworked", "needing rework"],
 }
 
 TIME_GRAINS = {"day": "DAY", "week": "WEEK", "month": "MONTH"}
@@ -667,11 +670,14 @@ def _parse_numeric_conditions(text: str) -> tuple[list[tuple[str, str, str]], st
             val = val / 100.0
         out.append(("confidence_score", op, f"{val:g}"))
         text = _blank(text, m)
-    rx_def = re.compile(rf"\b(?:with\s+|having\s+|that\s+had\s+|that\s+have\s+)?({cmp_alt})\s*(\d+)\s+defects?\b")
-    m = rx_def.search(text)
-    if m:
-        out.append(("defects_on_board", _op(m.group(1)), str(int(m.group(2)))))
+    num_alt = r"\d+|" + "|".join(NUMBER_WORDS)
+    rx_def = re.compile(rf"\b(?:(?:with|having|that\s+had|that\s+have)\s+)?(?:({cmp_alt})\s*)?({num_alt})\s+defects?\b")
+    for m in rx_def.finditer(text):
+        if m.group(1) is None and not re.match(r"(with|having|that)", m.group(0)):
+            continue  # "3 defects" without a comparison or "with" is not a condition
+        out.append(("defects_on_board", _op(m.group(1)) if m.group(1) else "=", str(_number(m.group(2)))))
         text = _blank(text, m)
+        break
     return out, text
 
 
