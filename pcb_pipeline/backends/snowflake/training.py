@@ -102,6 +102,34 @@ def output_stage_dir(name: str) -> str:
     return f"{name}/{OUTPUT_SUBDIR}"
 
 
+def follow_job(job, log: Callable[[str], None], timeout_s: float, poll_interval_s: float,
+               sleep: Callable[[float], None] = time.sleep) -> str:
+    """Stream a job's new log lines into `log` until it is terminal; cancel it after timeout_s. Returns the status."""
+    seen, started = 0, time.monotonic()
+
+    def drain():
+        nonlocal seen
+        try:
+            lines = job.get_logs(as_list=True)
+        except Exception:  # logs are not there yet while the job is PENDING
+            lines = []
+        if len(lines) < seen:  # the container restarted and its log with it: show it all again
+            seen = 0
+        for line in lines[seen:]:
+            log(line)
+        seen = max(seen, len(lines))
+
+    while True:
+        status = str(job.status)
+        drain()
+        if status in TERMINAL:
+            return status
+        if time.monotonic() - started > timeout_s:
+            job.cancel()
+            raise MLJobFailed(f"job {job.id} still {status} after {timeout_s:.0f} s: cancelled")
+        sleep(poll_interval_s)
+
+
 class SnowflakeMLJobDispatcher:
     """TrainingDispatcher that runs the training entrypoint as an ML Job and fails unless it ends DONE."""
 
@@ -138,30 +166,7 @@ class SnowflakeMLJobDispatcher:
         return kwargs
 
     def follow(self, job, log: Callable[[str], None]) -> str:
-        """Stream new log lines into `log` until the job is terminal; cancel it after timeout_s."""
-        seen, started = 0, time.monotonic()
-
-        def drain():
-            nonlocal seen
-            try:
-                lines = job.get_logs(as_list=True)
-            except Exception:  # logs are not there yet while the job is PENDING
-                lines = []
-            if len(lines) < seen:  # the service restarted its log: show it all again
-                seen = 0
-            for line in lines[seen:]:
-                log(line)
-            seen = max(seen, len(lines))
-
-        while True:
-            status = str(job.status)
-            drain()
-            if status in TERMINAL:
-                return status
-            if time.monotonic() - started > self.config.timeout_s:
-                job.cancel()
-                raise MLJobFailed(f"ML Job {job.id} still {status} after {self.config.timeout_s:.0f} s: cancelled")
-            self.sleep(self.config.poll_interval_s)
+        return follow_job(job, log, self.config.timeout_s, self.config.poll_interval_s, self.sleep)
 
     def train(self, request: TrainingRequest, log: Callable[[str], None]) -> TrainingResult:
         name = job_name(request.run_name)
