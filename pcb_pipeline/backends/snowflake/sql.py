@@ -28,10 +28,11 @@ def identifier(name: str) -> str:
 
 def stage_path(path: str) -> str:
     """A relative stage path: no '..', no leading '/', only [A-Za-z0-9_.=+-] segments."""
-    p = str(path).replace("\\", "/").strip("/")
+    raw = str(path).replace("\\", "/")
+    p = raw.rstrip("/")
     if p in ("", "."):
         return ""
-    if ".." in PurePosixPath(p).parts or not STAGE_PATH.match(p):
+    if raw.startswith("/") or ".." in PurePosixPath(p).parts or not STAGE_PATH.match(p):
         raise UnsafeNameError(f"stage path {path!r} must be relative, stay inside the stage and use only letters, "
                               f"digits and _ . = + - between slashes")
     return str(PurePosixPath(p))
