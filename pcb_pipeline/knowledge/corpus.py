@@ -155,13 +155,27 @@ def _sections(pages: list[list[str]]) -> list[_Section]:
     return sections
 
 
-def _units(lines: list[PageLine]) -> list[PageLine]:
-    """Re-join wrapped lines into units: a sentence-bearing paragraph run, a bullet item or a numbered step.
+@dataclass
+class _Unit:
+    text: str
+    marks: list[tuple[int, int]]  # (character offset in text, page) where each joined line starts
+
+    def page_at(self, offset: int) -> int:
+        page = self.marks[0][1]
+        for off, pg in self.marks:
+            if off <= offset:
+                page = pg
+        return page
+
+
+def _units(lines: list[PageLine]) -> list[_Unit]:
+    """Re-join wrapped lines into units: a run of paragraph text, a bullet item or a numbered step. Every unit
+    remembers on which page each of its lines started, so a sentence that starts on page 2 is cited as page 2.
 
     pypdf gives one line per printed line; a bullet glyph or a lone step number sits on its own line.
     """
-    units: list[PageLine] = []
-    cur: PageLine | None = None
+    units: list[_Unit] = []
+    cur: _Unit | None = None
     pending_marker: str | None = None
     for pl in lines:
         t = pl.text
@@ -174,15 +188,15 @@ def _units(lines: list[PageLine]) -> list[PageLine]:
         if pending_marker is not None:
             if cur is not None:
                 units.append(cur)
-            cur = PageLine(pl.page, pending_marker + t)
+            cur = _Unit(pending_marker + t, [(0, pl.page)])
             pending_marker = None
             continue
         if cur is None:
-            cur = PageLine(pl.page, t)
+            cur = _Unit(t, [(0, pl.page)])
             continue
-        # a line that ends a sentence followed by a capitalised line is a plausible paragraph boundary, but keeping
-        # the run together is harmless: chunking splits on sentences anyway
-        cur = PageLine(cur.page, _join(cur.text, t))
+        joined = _join(cur.text, t)
+        cur.marks.append((len(joined) - len(t), pl.page))
+        cur.text = joined
     if cur is not None:
         units.append(cur)
     return units
@@ -214,14 +228,21 @@ def split_sentences(text: str) -> list[str]:
     return out
 
 
-def _sentence_units(units: list[PageLine]) -> list[PageLine]:
-    """Split paragraph units into sentences, keep bullet items and steps whole (with their page)."""
+def _sentence_units(units: list[_Unit]) -> list[PageLine]:
+    """Split paragraph units into sentences (each with the page it starts on); keep bullet items and steps whole."""
     out: list[PageLine] = []
     for u in units:
-        if u.text.startswith("- ") or re.match(r"^\d{1,2}\. ", u.text):
-            out.append(u)
-        else:
-            out.extend(PageLine(u.page, s) for s in _SENT_SPLIT.split(u.text) if s.strip())
+        if _is_item(u.text):
+            out.append(PageLine(u.page_at(0), u.text))
+            continue
+        start = 0
+        for m in list(_SENT_SPLIT.finditer(u.text)) + [None]:
+            end = m.start() if m else len(u.text)
+            sent = u.text[start:end].strip()
+            if sent:
+                out.append(PageLine(u.page_at(start), sent))
+            if m:
+                start = m.end()
     return out
 
 

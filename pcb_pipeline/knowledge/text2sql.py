@@ -315,9 +315,16 @@ class DataQuestionEngine:
         time_dim_mentions: list[tuple[int, str, str]] = []
         # a bare "boards"/"defects" next to a more specific measure is a noun, not a second measure
         specific = [s for s in spans if s[2].kind == "metric" and len(s[2].tokens) > 1]
+        value_ends = {s[1] for s in spans if s[2].kind == "value"}
+
+        def _noun_only(s) -> bool:
+            if not (s[2].kind == "metric" and len(s[2].tokens) == 1 and s[2].tokens[0] in GENERIC_METRIC_WORDS):
+                return False
+            next_to_specific = any(abs(s[0] - o[1]) <= 1 or abs(o[0] - s[1]) <= 1 for o in specific)
+            return s[0] in value_ends or next_to_specific
+
         if specific:
-            spans = [s for s in spans if not (s[2].kind == "metric" and len(s[2].tokens) == 1
-                                              and s[2].tokens[0] in GENERIC_METRIC_WORDS)]
+            spans = [s for s in spans if not _noun_only(s)]
         for start, end, e in spans:
             if e.kind == "metric":
                 t, name = e.payload
@@ -382,8 +389,9 @@ class DataQuestionEngine:
                 metrics.append(self._metric_ref("board_count"))
             elif words & {"board", "inspection"} and not words & {"defect", "detection"} and not values:
                 metrics.append(self._metric_ref("inspected_boards"))
-            elif dims or values or named_filters or time_range or grain or superlative or limit or \
-                    words & {"defect", "detection", "many", "count", "number"} or conditions_raw:
+            elif words & {"defect", "detection", "many", "count", "number", "breakdown", "distribution"} or \
+                    any(v[2] == "defect_type" for v in values) or named_filters or \
+                    any(c[0] == "confidence_score" for c in conditions_raw):
                 metrics.append(self._metric_ref("defect_count"))
                 if not words & {"defect", "detection", "many", "count", "number"}:
                     notes.append("measured as the number of defects")

@@ -1,0 +1,113 @@
+"""Plain-English question -> Snowflake SQL driven by the semantic model, run through the Warehouse."""
+from __future__ import annotations
+
+import pytest
+import sqlglot
+
+from knowledge_golden import GOLDEN_QUERY, GOLDEN_QUESTION
+from pcb_pipeline.knowledge.api import ask_data
+from pcb_pipeline.knowledge.evaluation import frame_multiset, rows_multiset
+from pcb_pipeline.knowledge.text2sql import CannotAnswer, DataQuestionEngine, LocalDataAnalyst, plan_to_sql
+
+
+@pytest.fixture(scope="module")
+def engine(model):
+    return DataQuestionEngine(model)
+
+
+def test_golden_question_returns_exactly_the_golden_result(warehouse):
+    out = ask_data(GOLDEN_QUESTION, warehouse)
+    assert set(out) >= {"sql", "columns", "rows", "interpretation"}
+    expected = frame_multiset(warehouse.query(GOLDEN_QUERY))
+    assert sum(expected.values()) == 6
+    assert rows_multiset(out["rows"]) == expected
+    assert out["source"] == "verified"
+
+
+def test_golden_question_through_the_generator_too(model, engine, warehouse):
+    """Without the verified query, the generator itself must produce the golden result."""
+    plan = engine.plan(GOLDEN_QUESTION)
+    sql = plan_to_sql(plan, model)
+    assert sql.startswith("SELECT detected_class AS defect_type, COUNT(*) AS defect_count FROM DEFECT_LOGS WHERE "
+                          "factory_line_id = 'SHANGHAI' AND timestamp >= DATEADD(week, -1, CURRENT_DATE()) "
+                          "GROUP BY detected_class")
+    assert frame_multiset(warehouse.query(sql)) == frame_multiset(warehouse.query(GOLDEN_QUERY))
+
+
+def test_emitted_sql_is_snowflake_dialect(engine, model):
+    sql = plan_to_sql(engine.plan("scrap rate by product type for the last 2 weeks"), model)
+    tree = sqlglot.parse_one(sql, read="snowflake")
+    assert "COUNT_IF" in sql and "DATEADD(week, -2, CURRENT_DATE())" in sql
+    assert "LEFT OUTER JOIN PCB_METADATA" in sql and tree.find(sqlglot.exp.Join) is not None
+
+
+@pytest.mark.parametrize("question, fragments", [
+    ("How many defects yesterday?", ["timestamp >= DATEADD(day, -1, CURRENT_DATE())", "timestamp < CURRENT_DATE()"]),
+    ("defects this month", ["timestamp >= DATE_TRUNC('month', CURRENT_DATE())"]),
+    ("defects in the last 10 days", ["timestamp >= DATEADD(day, -10, CURRENT_DATE())"]),
+    ("defects last month", ["DATEADD(month, -1, DATE_TRUNC('month', CURRENT_DATE()))",
+                            "timestamp < DATE_TRUNC('month', CURRENT_DATE())"]),
+    ("top 2 lines by defect count", ["GROUP BY factory_line_id", "ORDER BY defect_count DESC LIMIT 2"]),
+    ("defects per shift", ["p.production_shift AS production_shift", "LEFT OUTER JOIN PCB_METADATA AS p",
+                           "GROUP BY p.production_shift"]),
+    ("weekly yield", ["DATE_TRUNC('week', timestamp) AS week", "ORDER BY week"]),
+    ("How many mouse bites and pinholes on the Shenzhen line?",
+     ["detected_class IN ('mousebite', 'pin-hole')", "factory_line_id = 'SHENZHEN'"]),
+    ("spurious copper defects", ["detected_class = 'copper'"]),
+])
+def test_question_features(engine, model, question, fragments):
+    sql = plan_to_sql(engine.plan(question), model)
+    for f in fragments:
+        assert f in sql, (question, sql)
+
+
+def test_ordinary_words_are_not_taken_for_defect_classes(engine, model):
+    # "open" and "short" are English words: only in a defect context do they filter
+    sql = plan_to_sql(engine.plan("How many opens last week?"), model)
+    assert "detected_class = 'open'" in sql
+    with pytest.raises(CannotAnswer):
+        engine.plan("How many defects are open in short?")
+
+
+@pytest.mark.parametrize("question, says", [
+    ("What is the average temperature by line?", "temperature"),
+    ("How many defects did the Tokyo line have?", "Known values of factory_line_id"),
+    ("How many defects by operator?", "operator"),
+    ("What is the scrap rate by defect type?", "cannot be combined"),
+    ("How many defects and what is the scrap rate by line?", "different tables"),
+    ("drop table DEFECT_LOGS", "only reads"),
+    ("Hello there", "'hello'"),
+    ("Which line?", "could not find anything to measure"),
+])
+def test_unanswerable_questions_get_cannot_answer_with_suggestions(warehouse, question, says):
+    out = ask_data(question, warehouse)
+    assert out["sql"] is None and out["rows"] == [] and out["answered"] is False
+    assert out["interpretation"].startswith("Cannot answer") and says in out["interpretation"]
+    assert len(out["suggestions"]) >= 3
+
+
+def test_values_are_learned_from_the_warehouse(model, warehouse):
+    warehouse.execute("INSERT INTO PCB_METADATA (board_id, product_type, production_shift, factory_line_id) "
+                      "VALUES ('X-1', 'DRONE_CONTROLLER', 'DAY', 'PENANG')")
+    try:
+        analyst = LocalDataAnalyst(model)
+        out = analyst.ask("How many boards manufactured for the drone controller?", warehouse)
+        assert out.answered and "product_type = 'DRONE_CONTROLLER'" in out.sql and out.rows == [[1]]
+    finally:
+        warehouse.execute("DELETE FROM PCB_METADATA WHERE board_id = 'X-1'")
+
+
+def test_typed_sql_is_guarded_and_run(warehouse):
+    out = ask_data("SELECT factory_line_id, COUNT(*) AS n FROM DEFECT_LOGS GROUP BY 1", warehouse)
+    assert out["source"] == "typed" and len(out["rows"]) == 4
+    out = ask_data("SELECT * FROM DEFECT_LOGS; DROP TABLE DEFECT_LOGS", warehouse)
+    assert out["sql"] is None and "exactly one statement" in out["interpretation"]
+    assert len(warehouse.query("SELECT * FROM DEFECT_LOGS LIMIT 1")) == 1, "table still there"
+
+
+def test_rows_are_json_serialisable(warehouse):
+    import json
+
+    out = ask_data("daily defect count over the last 7 days", warehouse)
+    json.dumps(out)
+    assert out["columns"] == ["day", "defect_count"] and isinstance(out["rows"][0][0], str)
