@@ -36,3 +36,29 @@ def synthetic_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("synthetic")
     write_synthetic_deeppcb(root, groups=3, images_per_group=8, seed=7)
     return root
+
+
+@pytest.fixture(scope="session")
+def trained_pipeline(_isolated_home):
+    """The whole graph run twice on a tiny synthetic set (smoke training): (first, second, rows after first).
+
+    Shared by every test that needs a champion model, DEFECT_LOGS rows or an MLflow run.
+    """
+    import dagster as dg
+
+    from pcb_pipeline.backends.factory import warehouse
+    from pcb_pipeline.defs.assets import assets
+    from pcb_pipeline.defs.checks import checks
+    from pcb_pipeline.defs.jobs import jobs
+    from pcb_pipeline.defs.resources import local_resources
+    from pcb_pipeline.demo import demo_run_config
+
+    defs = dg.Definitions(assets=assets, asset_checks=checks, jobs=jobs, resources=local_resources(min_map50=0.0))
+    job = defs.resolve_job_def("pcb_pipeline_job")
+    cfg = demo_run_config(profile="smoke", synthetic_groups=3, synthetic_images_per_group=6,
+                          confidence=0.001)  # after one epoch only low-confidence boxes exist
+    with dg.instance_for_test() as instance:
+        first = job.execute_in_process(run_config=cfg, instance=instance)
+        rows_after_first = warehouse().query("SELECT COUNT(*) AS n FROM DEFECT_LOGS")["n"][0]
+        second = job.execute_in_process(run_config=cfg, instance=instance)
+        yield first, second, rows_after_first

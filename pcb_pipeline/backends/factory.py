@@ -24,7 +24,9 @@ def stage() -> Stage:
 
     if backend_name() == "local":
         return LocalStage(settings.configure().stage)
-    raise BackendConfigError("the Snowflake stage is not wired into this entry point yet")
+    from .snowflake import connect
+
+    return connect.stage()
 
 
 def warehouse() -> Warehouse:
@@ -34,10 +36,16 @@ def warehouse() -> Warehouse:
         wh = DuckDBWarehouse(settings.configure().warehouse)
         wh.ensure_schema()
         return wh
-    raise BackendConfigError("the Snowflake warehouse is not wired into this entry point yet")
+    from .snowflake import connect
+
+    return connect.warehouse()
 
 
 def registry() -> ModelRegistry:
     from .mlflow_registry import MLflowRegistry
 
+    if backend_name() == "snowflake":
+        from .snowflake import connect
+
+        return connect.registry()
     return MLflowRegistry(settings.configure().mlflow_uri)

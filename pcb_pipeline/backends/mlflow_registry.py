@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shutil
+import warnings
 from pathlib import Path
 
 from .base import ModelVersion, PromotionDecision, TrainingResult
@@ -49,7 +50,9 @@ class MLflowRegistry:
             artifacts["onnx"] = str(onnx)
         example_in = pd.DataFrame({"image_path": ["board.jpg"], "board_id": ["board"]})
         example_out = pd.DataFrame([["board", 2, "mousebite", 0.9, 1.0, 2.0, 30.0, 40.0]], columns=OUTPUT_COLUMNS)
-        with mlflow.start_run(run_id=result.run_id):
+        with mlflow.start_run(run_id=result.run_id), warnings.catch_warnings():
+            # No input_example on purpose: MLflow would run predict on it at logging time (needs a real image).
+            warnings.simplefilter("ignore", UserWarning)
             info = mlflow.pyfunc.log_model(
                 name="model", python_model=str(MODEL_FILE), artifacts=artifacts,
                 signature=infer_signature(example_in, example_out),

@@ -44,22 +44,25 @@ class MisalignedError(ValueError):
 
 @dataclass(frozen=True)
 class AOIParams:
+    """Inspector settings. The defaults are the values bench/aoi_tune.py chose on the training groups of
+    ``group_split`` (bench/aoi_params.json, figures in bench/aoi_results.json); keep them in step when re-tuning."""
+
     binarize_threshold: int = 128  # grey level below which a pixel is copper (0 = Otsu per image)
     max_shift: int = 16  # global alignment search range (pixels, each axis)
-    local_radius: int = 2  # dense local re-registration: shifts tried around the global one (0: global only)
+    local_radius: int = 3  # dense local re-registration: shifts tried around the global one (0: global only)
     local_window: int = 41  # side of the window whose XOR decides a pixel's local shift
-    max_residual: float = 0.5  # XOR after alignment / template edge pixels above which the pair is misaligned
+    max_residual: float = 0.5  # median tile XOR per template edge pixel above which the pair is misaligned
     on_misaligned: str = "flag"  # "flag": inspect anyway and mark the result; "refuse": raise MisalignedError
     tolerance: int = 1  # edge tolerance in pixels (dilation radius of the reference before differencing)
     open_radius: int = 1  # opening radius on the difference mask (0: none)
-    close_radius: int = 2  # closing radius joining fragments of one defect (0: none)
-    min_area: int = 12  # smallest component (pixels) reported
-    pad: int = 8  # pixels added around a component's own bounding box
-    min_box: int = 30  # smallest reported box side (pixels), centred on the component
+    close_radius: int = 3  # closing radius joining fragments of one defect (0: none)
+    min_area: int = 4  # smallest component (pixels) reported (calls are then cut by ``threshold``)
+    pad: int = 6  # pixels added around a component's own bounding box
+    min_box: int = 28  # smallest reported box side (pixels), centred on the component
     score_scale: float = 60.0  # score = 1 - exp(-area / score_scale): monotone in area, in (0, 1)
     typed: bool = True  # rule-type calls into the six classes; False: untyped (class id -1)
     context: int = 10  # pixels of context around a component for the typing rules
-    threshold: float = 0.0  # operating point: calls are detections with score >= threshold (chosen on training)
+    threshold: float = 0.167509  # operating point: calls have score >= threshold (best F on training: area >= 11)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -55,6 +55,9 @@ def _mlflow_callbacks(mlflow):
         step = trainer.epoch + 1
         metrics = {**trainer.lr, **trainer.label_loss_items(trainer.tloss, prefix="train"), **trainer.metrics}
         mlflow.log_metrics({k.replace("(", "_").replace(")", ""): float(v) for k, v in metrics.items()}, step=step)
+        print(f"epoch {step}/{trainer.epochs}: box_loss {float(trainer.tloss[0]):.3f}  "
+              f"mAP50 {trainer.metrics.get('metrics/mAP50(B)', float('nan')):.3f}  "
+              f"mAP50-95 {trainer.metrics.get('metrics/mAP50-95(B)', float('nan')):.3f}", flush=True)
 
     return {"on_fit_epoch_end": on_fit_epoch_end}
 

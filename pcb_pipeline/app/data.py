@@ -1,0 +1,241 @@
+"""Executive Dashboard data logic, without Streamlit: KPI SQL (Snowflake dialect, run via the Warehouse interface),
+the defect Pareto, breakdowns, and the false-call figures against the legacy AOI baseline read from the stage.
+
+Definitions follow the semantic model (sql/semantic_model.yaml, rule DISP-1 of manual PCB-QA-100):
+  yield rate  = 100 * boards with no defect / boards inspected        (first-pass yield, BOARD_INSPECTIONS)
+  scrap rate  = 100 * boards with more than 6 defects / boards inspected
+  defects     = rows of DEFECT_LOGS (one row per detection)
+Every query is a single read-only SELECT with dates rendered from `datetime.date` values (no user text in SQL).
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+
+SCRAP_DEFECT_LIMIT = 6  # DISP-1: more than six repairs is the house rework limit -> SCRAP
+
+# Breakdown dimensions: label -> SQL expression over BOARD_INSPECTIONS b LEFT JOIN PCB_METADATA m.
+DIMENSIONS: dict[str, str] = {
+    "Factory line": "COALESCE(b.factory_line_id, m.factory_line_id, 'UNKNOWN')",
+    "Product type": "COALESCE(m.product_type, 'UNKNOWN')",
+    "Shift": "COALESCE(m.production_shift, 'UNKNOWN')",
+}
+
+# Where the evaluation report (with `aoi_baseline` / `fpr_reduction`) may sit on the stage, most specific first.
+EVALUATION_PATHS = ("models/evaluation.json", "evaluation/evaluation.json", "models/evaluation/evaluation.json")
+
+
+@dataclass(frozen=True)
+class DateRange:
+    start: date
+    end: date  # inclusive
+
+    def __post_init__(self):
+        if not isinstance(self.start, date) or not isinstance(self.end, date):
+            raise TypeError("DateRange needs datetime.date values")
+        if self.end < self.start:
+            raise ValueError(f"the end date {self.end} is before the start date {self.start}")
+
+    def where(self, column: str = "timestamp") -> str:
+        """`column >= start AND column < end + 1 day`, Snowflake dialect, from date objects only."""
+        start = _as_date(self.start).isoformat()
+        stop = (_as_date(self.end) + timedelta(days=1)).isoformat()
+        return f"{column} >= TO_TIMESTAMP_NTZ('{start} 00:00:00') AND {column} < TO_TIMESTAMP_NTZ('{stop} 00:00:00')"
+
+
+def _as_date(d: date) -> date:
+    return d.date() if isinstance(d, datetime) else d
+
+
+# ----------------------------------------------------------------------------------------------------------- SQL
+def date_bounds_sql() -> str:
+    return "SELECT MIN(timestamp) AS first_ts, MAX(timestamp) AS last_ts, COUNT(*) AS n FROM BOARD_INSPECTIONS"
+
+
+def kpi_sql(rng: DateRange) -> str:
+    return (
+        "SELECT COUNT(*) AS boards_inspected, "
+        "COUNT_IF(defect_count = 0) AS boards_passed, "
+        f"COUNT_IF(defect_count > {SCRAP_DEFECT_LIMIT}) AS boards_scrapped, "
+        "ROUND(100.0 * COUNT_IF(defect_count = 0) / NULLIF(COUNT(*), 0), 2) AS yield_rate_pct, "
+        f"ROUND(100.0 * COUNT_IF(defect_count > {SCRAP_DEFECT_LIMIT}) / NULLIF(COUNT(*), 0), 2) AS scrap_rate_pct "
+        f"FROM BOARD_INSPECTIONS WHERE {rng.where('timestamp')}"
+    )
+
+
+def defects_found_sql(rng: DateRange) -> str:
+    return f"SELECT COUNT(*) AS defects_found FROM DEFECT_LOGS WHERE {rng.where('timestamp')}"
+
+
+def pareto_sql(rng: DateRange) -> str:
+    return (f"SELECT detected_class, COUNT(*) AS defects FROM DEFECT_LOGS WHERE {rng.where('timestamp')} "
+            "GROUP BY detected_class")
+
+
+def breakdown_sql(dimension: str, rng: DateRange) -> str:
+    if dimension not in DIMENSIONS:
+        raise ValueError(f"unknown breakdown {dimension!r}: choose one of {sorted(DIMENSIONS)}")
+    expr = DIMENSIONS[dimension]
+    return (
+        f"SELECT {expr} AS grp, COUNT(*) AS boards_inspected, COALESCE(SUM(b.defect_count), 0) AS defects_found, "
+        "ROUND(100.0 * COUNT_IF(b.defect_count = 0) / NULLIF(COUNT(*), 0), 2) AS yield_rate_pct, "
+        f"ROUND(100.0 * COUNT_IF(b.defect_count > {SCRAP_DEFECT_LIMIT}) / NULLIF(COUNT(*), 0), 2) AS scrap_rate_pct "
+        "FROM BOARD_INSPECTIONS b LEFT JOIN PCB_METADATA m ON b.board_id = m.board_id "
+        f"WHERE {rng.where('b.timestamp')} GROUP BY {expr} ORDER BY defects_found DESC, grp"
+    )
+
+
+# ------------------------------------------------------------------------------------------------------ queries
+def _query(warehouse, sql: str, retries: int = 3) -> pd.DataFrame:
+    """Run a read; a warehouse briefly locked by a writer (DuckDB allows one) is retried, other errors raise."""
+    for attempt in range(retries):
+        try:
+            df = warehouse.query(sql)
+            df.columns = [str(c).lower() for c in df.columns]  # Snowflake returns upper-case names
+            return df
+        except Exception as e:  # noqa: BLE001 - backend-specific lock errors have no common type
+            if "lock" not in str(e).lower() or attempt == retries - 1:
+                raise
+            time.sleep(0.3 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def default_range(warehouse, today: date | None = None, days: int = 30) -> DateRange:
+    """The last `days` days up to the latest inspection (or today when there is none)."""
+    df = _query(warehouse, date_bounds_sql())
+    last = df["last_ts"].iloc[0] if len(df) else None
+    first = df["first_ts"].iloc[0] if len(df) else None
+    if last is None or pd.isna(last):
+        end = today or date.today()
+        return DateRange(end - timedelta(days=days - 1), end)
+    end = pd.Timestamp(last).date()
+    start = max(pd.Timestamp(first).date(), end - timedelta(days=days - 1))
+    return DateRange(start, end)
+
+
+def data_bounds(warehouse) -> tuple[date, date] | None:
+    df = _query(warehouse, date_bounds_sql())
+    if not len(df) or pd.isna(df["last_ts"].iloc[0]):
+        return None
+    return pd.Timestamp(df["first_ts"].iloc[0]).date(), pd.Timestamp(df["last_ts"].iloc[0]).date()
+
+
+def kpis(warehouse, rng: DateRange) -> dict:
+    """{"boards_inspected", "boards_passed", "boards_scrapped", "yield_rate_pct", "scrap_rate_pct",
+    "defects_found"}; rates are None when no board was inspected in the range."""
+    row = _query(warehouse, kpi_sql(rng)).iloc[0].to_dict()
+    out = {k: _plain(v) for k, v in row.items()}
+    out["boards_inspected"] = int(out.get("boards_inspected") or 0)
+    for k in ("boards_passed", "boards_scrapped"):
+        out[k] = int(out.get(k) or 0)
+    out["defects_found"] = int(_query(warehouse, defects_found_sql(rng))["defects_found"].iloc[0] or 0)
+    return out
+
+
+def _plain(v):
+    if v is None or (isinstance(v, float) and v != v) or (not isinstance(v, str) and pd.isna(v)):
+        return None
+    return v.item() if hasattr(v, "item") else v
+
+
+def pareto(counts: pd.DataFrame, category: str = "detected_class", value: str = "defects") -> pd.DataFrame:
+    """Sort categories by count (desc, ties by name) and add cumulative count and cumulative percentage.
+
+    Returns columns [category, value, share_pct, cumulative, cumulative_pct]; an empty frame stays empty."""
+    cols = [category, value, "share_pct", "cumulative", "cumulative_pct"]
+    if counts is None or counts.empty:
+        return pd.DataFrame(columns=cols)
+    df = counts[[category, value]].copy()
+    df[value] = df[value].astype(int)
+    df = df.groupby(category, as_index=False)[value].sum()
+    df = df.sort_values([value, category], ascending=[False, True], kind="mergesort").reset_index(drop=True)
+    total = int(df[value].sum())
+    df["share_pct"] = (100.0 * df[value] / total).round(2) if total else 0.0
+    df["cumulative"] = df[value].cumsum()
+    df["cumulative_pct"] = (100.0 * df["cumulative"] / total).round(2) if total else 0.0
+    return df[cols]
+
+
+def defect_pareto(warehouse, rng: DateRange) -> pd.DataFrame:
+    return pareto(_query(warehouse, pareto_sql(rng)))
+
+
+def breakdown(warehouse, dimension: str, rng: DateRange) -> pd.DataFrame:
+    df = _query(warehouse, breakdown_sql(dimension, rng))
+    return df.rename(columns={"grp": dimension})
+
+
+# --------------------------------------------------------------------------------------- false calls vs AOI
+@dataclass(frozen=True)
+class FalseCallFigures:
+    model_fpr: float | None  # false calls / all calls of the model at the matched recall
+    baseline_fpr: float | None  # the same for the legacy AOI inspector
+    fpr_reduction: float | None  # 1 - model_fpr / baseline_fpr
+    target_recall: float | None
+    source: str  # stage path of the report
+
+    @property
+    def measured(self) -> bool:
+        return self.fpr_reduction is not None or (self.model_fpr is not None and self.baseline_fpr is not None)
+
+
+def _num(v) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if f == f else None
+
+
+def _fpr_of(d) -> float | None:
+    if not isinstance(d, dict):
+        return _num(d)
+    for k in ("fpr", "false_call_rate", "false_positive_rate"):
+        if k in d:
+            return _num(d[k])
+    return None
+
+
+def parse_false_call_report(report: dict, source: str = "") -> FalseCallFigures | None:
+    """Read the figures from an evaluation report with `aoi_baseline` and/or `fpr_reduction` keys.
+
+    Accepted shapes: the `compare_at_matched_recall` dict ({"model": {"fpr"}, "baseline": {"fpr"}, "fpr_reduction",
+    "target_recall"}) at the top level or under `aoi_baseline`; `aoi_baseline` as the baseline's own operating point
+    ({"fpr": ...}) beside a top-level `model`/`fpr_reduction`. None when neither key is present."""
+    if not isinstance(report, dict) or not ({"aoi_baseline", "fpr_reduction"} & set(report)):
+        return None
+    aoi = report.get("aoi_baseline")
+    nested = aoi if isinstance(aoi, dict) and ("baseline" in aoi or "fpr_reduction" in aoi) else {}
+    reduction = _num(report.get("fpr_reduction", nested.get("fpr_reduction")))
+    baseline_fpr = _fpr_of(nested.get("baseline")) if nested else _fpr_of(aoi)
+    model_fpr = _fpr_of(nested.get("model")) if nested.get("model") is not None else _fpr_of(report.get("model"))
+    if reduction is None and model_fpr is not None and baseline_fpr:
+        reduction = 1.0 - model_fpr / baseline_fpr
+    recall = _num(report.get("target_recall", nested.get("target_recall")))
+    return FalseCallFigures(model_fpr, baseline_fpr, reduction, recall, source)
+
+
+def load_false_call_figures(stage, champion_run_id: str | None = None,
+                            work_dir: Path | None = None) -> FalseCallFigures | None:
+    """The first evaluation report on the stage that carries the baseline comparison, else None ("not measured").
+
+    Looks at models/<champion run id>/evaluation.json first, then EVALUATION_PATHS. Unreadable files are skipped."""
+    candidates = ([f"models/{champion_run_id}/evaluation.json"] if champion_run_id else []) + list(EVALUATION_PATHS)
+    with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
+        for i, path in enumerate(candidates):
+            try:
+                if not stage.list(path):
+                    continue
+                local = stage.get_file(path, Path(tmp) / f"{i}.json")
+                figures = parse_false_call_report(json.loads(Path(local).read_text()), path)
+            except Exception:  # noqa: BLE001 - a bad or missing report means "not measured", not a broken page
+                continue
+            if figures is not None:
+                return figures
+    return None

@@ -1,0 +1,45 @@
+"""The champion detector for the app: found in the registry, downloaded once, loaded once per process (the page
+wraps `load_detector` in st.cache_resource). ONNX Runtime is used when best.onnx sits beside best.pt."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from pcb_pipeline import settings
+
+
+class NoChampionError(RuntimeError):
+    pass
+
+
+def champion_version():
+    """The registry's champion (a ModelVersion), or raise NoChampionError with what to do."""
+    from pcb_pipeline.backends.factory import registry
+
+    champ = registry().champion()
+    if champ is None:
+        raise NoChampionError("No champion model is registered yet. Run `pcb-pipeline demo` (or the Dagster "
+                              "`registered_model` asset) to train and register one, then reload this page.")
+    return champ
+
+
+def champion_weights(version=None) -> Path:
+    from pcb_pipeline.backends.factory import registry
+
+    version = version or champion_version()
+    return registry().download_weights(version, settings.paths().work / "app" / "champion")
+
+
+def load_detector(weights: Path, warm_up: bool = True):
+    """Detector on the fastest available path; one warm-up inference so the first upload is not the slow one."""
+    from pcb_pipeline.vision.detector import Detector
+
+    detector = Detector(weights)
+    if detector.backend == "onnxruntime":
+        import torch
+
+        torch.set_num_threads(1)  # ONNX Runtime uses both cores itself; torch only does pre/post-processing here
+    if warm_up:
+        detector.predict([np.zeros((detector.imgsz, detector.imgsz, 3), dtype=np.uint8)])
+    return detector

@@ -1,0 +1,5 @@
+from pcb_pipeline import settings
+from pcb_pipeline.app.dashboard import render
+
+settings.configure()
+render()

@@ -1,0 +1,54 @@
+"""The `pcb-pipeline` CLI against the warehouse and champion produced by the shared pipeline run."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pcb_pipeline.cli import main
+from pcb_pipeline.defs.assets import GOLDEN_QUERY
+
+pytestmark = pytest.mark.slow
+
+
+def test_sql_runs_the_golden_query_as_written(trained_pipeline, capsys):
+    from pcb_pipeline.backends.factory import warehouse
+
+    assert main(["sql", GOLDEN_QUERY, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    expected = warehouse().query(GOLDEN_QUERY)
+    assert out["columns"][0].lower() == "detected_class"
+    assert sorted(map(tuple, out["rows"])) == sorted(map(tuple, expected.values.tolist()))
+    assert sum(r[1] for r in out["rows"]) > 0
+
+
+@pytest.mark.parametrize("sql", ["DELETE FROM DEFECT_LOGS", "SELECT 1; DROP TABLE DEFECT_LOGS"])
+def test_sql_refuses_writes_and_loses_nothing(trained_pipeline, capsys, sql):
+    from pcb_pipeline.backends.factory import warehouse
+
+    before = warehouse().query("SELECT COUNT(*) AS n FROM DEFECT_LOGS")["n"][0]
+    assert main(["sql", sql]) == 2
+    assert "error" in capsys.readouterr().err
+    assert warehouse().query("SELECT COUNT(*) AS n FROM DEFECT_LOGS")["n"][0] == before
+
+
+def test_predict_uses_the_champion_and_reports_bad_files(trained_pipeline, tmp_path, capsys):
+    from pcb_pipeline import settings
+
+    board = next((settings.paths().stage / "datasets" / "yolo" / "images" / "val").glob("*.jpg"))
+    bad = tmp_path / "not_an_image.jpg"
+    bad.write_bytes(b"this is text")
+    assert main(["predict", str(board), str(bad), "--json", "--conf", "0.001"]) == 1
+    out = json.loads(capsys.readouterr().out)
+    assert out["backend"] == "onnxruntime"
+    good, broken = out["results"]
+    assert good["detections"] and {"class_name", "confidence", "x1", "y2"} <= set(good["detections"][0])
+    assert "not an image" in broken["error"]
+
+
+def test_evaluate_prints_metrics_json(trained_pipeline, synthetic_root, capsys):
+    assert main(["evaluate", "--deeppcb-root", str(synthetic_root), "--split", "trainval.txt", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert {"map50", "map50_95", "precision", "recall", "per_class"} <= set(report)
+    assert report["images"] == 24 and 0.0 <= report["map50"] <= 1.0
+    assert set(report["per_class"]) <= {"open", "short", "mousebite", "spur", "copper", "pin-hole"}
