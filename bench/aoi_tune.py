@@ -8,7 +8,7 @@ tolerance, opening and closing radii) and the box parameters (smallest component
 on the training groups of ``group_split``; ties broken by the best F-score. The operating threshold is the
 best-F threshold on the training groups. The validation groups are scored once, with the chosen parameters.
 Alignment is computed once per pair and per alignment setting, components once per (tolerance, opening,
-closing) on top; the box parameters are applied afterwards, so the grid costs about ten minutes on two cores.
+closing) on top; the box parameters are applied afterwards, so the grid costs about 15 minutes on two cores.
 """
 from __future__ import annotations
 
