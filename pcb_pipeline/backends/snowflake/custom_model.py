@@ -14,8 +14,8 @@ Parameter: conf (FLOAT, default 0.25), the confidence threshold.
 Artifacts: `weights` (best.pt, always: it carries the training image size) and `onnx` (best.onnx, preferred for
 inference when present). The package travels as code_paths, so the container imports pcb_pipeline like here.
 """
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: CustomModel checks predict's annotations at runtime and needs the
+# real pandas.DataFrame type, not the string "pd.DataFrame".
 import base64
 import json
 from pathlib import Path
@@ -62,11 +62,10 @@ def _image_bytes(value) -> bytes | None:
 
 class PCBDefectDetectorModel(custom_model.CustomModel):
     def __init__(self, context: custom_model.ModelContext) -> None:
+        self._detector = None  # before super().__init__, which inspects every attribute
         super().__init__(context)
-        self._detector = None
 
-    @property
-    def detector(self):
+    def load_detector(self):
         """Loaded on first use, once per process (ONNX Runtime when the export is present, else PyTorch)."""
         if self._detector is None:
             from pcb_pipeline.vision.detector import Detector, training_imgsz
@@ -99,11 +98,13 @@ class PCBDefectDetectorModel(custom_model.CustomModel):
                     image = read_image(Path(path))
                 else:
                     raise BadImageError(f"row {i}: neither IMAGE nor IMAGE_PATH given")
-                dets = self.detector.predict([image], conf=float(conf))[0]
+                dets = self.load_detector().predict([image], conf=float(conf))[0]
                 row.update(IMAGE_WIDTH=int(image.shape[1]), IMAGE_HEIGHT=int(image.shape[0]),
                            NUM_DETECTIONS=len(dets), DETECTIONS=json.dumps([d.to_dict() for d in dets]))
-            except (BadImageError, ValueError, OSError) as e:
+            except BadImageError as e:
                 row["ERROR"] = str(e)
+            except Exception as e:  # one unreadable file must not fail a whole batch job
+                row["ERROR"] = f"{path or f'row {i}'}: {type(e).__name__}: {e}"
             rows.append(row)
         return pd.DataFrame(rows, columns=OUTPUT_COLUMNS).astype(
             {"IMAGE_WIDTH": "int64", "IMAGE_HEIGHT": "int64", "NUM_DETECTIONS": "int64"})
