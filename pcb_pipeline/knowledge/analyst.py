@@ -1,7 +1,8 @@
 """Cortex Analyst REST API client: the Snowflake counterpart of the local question -> SQL engine.
 
 POST https://<account>.snowflakecomputing.com/api/v2/cortex/analyst/message with
-`{"messages": [{"role": "user", "content": [{"type": "text", "text": QUESTION}]}], "semantic_model_file": "@DB.SCHEMA.STAGE/semantic_model.yaml"}`
+`{"messages": [{"role": "user", "content": [{"type": "text", "text": QUESTION}]}],
+  "semantic_model_file": "@DB.SCHEMA.STAGE/semantic_model.yaml"}`
 (or `"semantic_model": <yaml text>`); the answer message holds content blocks of type text, sql (`statement`) and
 suggestions. The returned SQL is passed through the same SQL guard as local SQL before it runs on the warehouse.
 The HTTP transport is injectable (anything with `post(url, json=, headers=, timeout=)`), which is how it is tested.
@@ -45,7 +46,7 @@ class CortexAnalystClient:
         if (semantic_model_file is None) == (semantic_model_yaml is None):
             raise ValueError("give exactly one of semantic_model_file (a stage path) or semantic_model_yaml")
         if semantic_model_file is not None and not semantic_model_file.startswith("@"):
-            raise ValueError("semantic_model_file must be a stage path such as @PCB_DB.PCB.MODEL_STAGE/semantic_model.yaml")
+            raise ValueError("semantic_model_file must be a stage path, e.g. @PCB_DB.PCB.MODEL_STAGE/semantic_model.yaml")
         if token_type is not None and token_type not in TOKEN_TYPES and token_type != "SNOWFLAKE_SESSION":
             raise ValueError(f"token_type must be one of {TOKEN_TYPES} or SNOWFLAKE_SESSION")
         self.url = account_url.rstrip("/") + ANALYST_PATH

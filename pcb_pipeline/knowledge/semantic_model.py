@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -260,11 +261,9 @@ def validate_semantic_model(model: SemanticModel) -> list[str]:
                 m.parsed()
             except SemanticModelError as e:
                 problems.append(f"{t.name}.{m.name}: {e}")
-        for pk in t.primary_key:
-            if pk not in t.columns and pk.lower() not in {c.expr.lower() for c in t.columns.values()}:
-                # a primary key column need not be exposed as a dimension (inference_id is not), but flag typos
-                if not pk.replace("_", "").isalnum():
-                    problems.append(f"table {t.name}: odd primary key column {pk!r}")
+        for pk in t.primary_key:  # a key column need not be a dimension (inference_id is not); it must be a name
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", pk):
+                problems.append(f"table {t.name}: primary key column {pk!r} is not an identifier")
     for r in model.relationships:
         for side in (r.left_table, r.right_table):
             if side not in model.tables:

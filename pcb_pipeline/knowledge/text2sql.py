@@ -55,8 +55,8 @@ AGG_WORDS = {"average": "AVG", "avg": "AVG", "mean": "AVG", "max": "MAX", "maxim
 DESC_WORDS = {"most", "highest", "largest", "biggest", "worst", "max", "maximum", "top", "greatest", "frequent",
               "common"}
 ASC_WORDS = {"least", "lowest", "fewest", "smallest", "best", "min", "minimum", "bottom", "rarest"}
-NUMBER_WORDS = {"zero": 0, "no": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
-                "ten": 10, "twelve": 12, "fourteen": 14, "fifteen": 15, "twenty": 20, "thirty": 30}
+NUMBER_WORDS = {"zero": 0, "no": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
+                "eight": 8, "nine": 9, "ten": 10, "twelve": 12, "fourteen": 14, "fifteen": 15, "twenty": 20, "thirty": 30}
 # Values that are also ordinary English words need context (a plural, "defect", the dimension word, a list of values)
 COMMON_WORD_VALUES = {"open", "short", "copper", "spur", "day", "pass", "night", "swing"}
 CONTEXT_WORDS = {"defect", "circuit", "class", "type", "detection", "fault", "call", "issue", "shift", "problem",
@@ -679,9 +679,10 @@ def _parse_numeric_conditions(text: str) -> tuple[list[tuple[str, str, str]], st
         out.append(("confidence_score", op, f"{val:g}"))
         text = _blank(text, m)
     num_alt = r"\d+|" + "|".join(NUMBER_WORDS)
-    rx_def = re.compile(rf"\b(?:(?:with|having|that\s+had|that\s+have)\s+)?(?:({cmp_alt})\s*)?({num_alt})\s+defects?\b")
+    rx_def = re.compile(rf"\b(?:(?:with|having|had|has|that\s+had|that\s+have)\s+)?(?:({cmp_alt})\s*)?"
+                        rf"({num_alt})\s+defects?\b")
     for m in rx_def.finditer(text):
-        if m.group(1) is None and not re.match(r"(with|having|that)", m.group(0)):
+        if m.group(1) is None and not re.match(r"(with|having|had|has|that)\b", m.group(0)):
             continue  # "3 defects" without a comparison or "with" is not a condition
         out.append(("defects_on_board", _op(m.group(1)) if m.group(1) else "=", str(_number(m.group(2)))))
         text = _blank(text, m)
