@@ -56,7 +56,8 @@ DESC_WORDS = {"most", "highest", "largest", "biggest", "worst", "max", "maximum"
               "common"}
 ASC_WORDS = {"least", "lowest", "fewest", "smallest", "best", "min", "minimum", "bottom", "rarest"}
 NUMBER_WORDS = {"zero": 0, "no": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
-                "eight": 8, "nine": 9, "ten": 10, "twelve": 12, "fourteen": 14, "fifteen": 15, "twenty": 20, "thirty": 30}
+                "eight": 8, "nine": 9, "ten": 10, "twelve": 12, "fourteen": 14, "fifteen": 15, "twenty": 20,
+                "thirty": 30}
 # Values that are also ordinary English words need context (a plural, "defect", the dimension word, a list of values)
 COMMON_WORD_VALUES = {"open", "short", "copper", "spur", "day", "pass", "night", "swing"}
 CONTEXT_WORDS = {"defect", "circuit", "class", "type", "detection", "fault", "call", "issue", "shift", "problem",
