@@ -16,12 +16,12 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from pcb_pipeline.core.deeppcb import Box, DeepPCBFormatError, read_labels
-from pcb_pipeline.core.images import BadImageError, decode_image
+from pcb_pipeline.core.images import MAX_PIXELS, BadImageError, decode_image
 from pcb_pipeline.vision.detector import Detection, draw_detections
 
 MAX_UPLOAD_BYTES = 25 * 1024 * 1024  # a 640x640 Deep PCB board is ~50 kB; a 6000x6000 scan PNG fits
 DEEPPCB_SIZE = (640, 640)
-CONF_FLOOR = 0.01  # inference runs once at this confidence; the slider only filters (no re-inference)
+CONF_FLOOR = 0.001  # inference runs once at this confidence; the slider only filters (no re-inference)
 UPLOAD_PREFIX = "uploads"
 RAW_PREFIX = "raw/deeppcb/PCBData"
 GT_COLOUR = (60, 200, 60)  # BGR green, drawn thin with a "GT" tag
@@ -41,7 +41,16 @@ def load_image(data: bytes | None, name: str = "upload") -> np.ndarray:
     if len(data) > MAX_UPLOAD_BYTES:
         raise BadImageError(f"{label}: {len(data) / 1e6:.1f} MB is too large to upload "
                             f"(limit {MAX_UPLOAD_BYTES / 1e6:.0f} MB)")
-    return decode_image(bytes(data), label)
+    try:
+        return decode_image(bytes(data), label)
+    except BadImageError as e:
+        if "decompression bomb" in str(e):  # Pillow refuses > 2x its own pixel limit before decode_image can
+            raise BadImageError(f"{label}: the image is too large (limit {MAX_PIXELS:,} pixels)") from None
+        raise
+    except ImportError:
+        # Once ultralytics is imported it patches PIL.Image.open to try a HEIF plugin (pi-heif, not installed) on
+        # any unidentified file, so "not an image" surfaces as ModuleNotFoundError instead of BadImageError.
+        raise BadImageError(f"{label}: not an image (no known image format)") from None
 
 
 def size_note(image: np.ndarray) -> str | None:
@@ -119,7 +128,7 @@ def draw_ground_truth(image: np.ndarray, boxes: list[Box], thickness: int = 1) -
     out = image.copy()
     for b in boxes:
         p1, p2 = (int(b.x1), int(b.y1)), (int(b.x2), int(b.y2))
-        cv2.rectangle(out, (p1[0] - 2, p1[1] - 2), (p2[0] + 2, p2[1] + 2), GT_COLOUR, thickness, cv2.LINE_AA)
+        cv2.rectangle(out, (p1[0] - 2, p1[1] - 2), (p2[0] + 2, p2[1] + 2), GT_COLOUR, thickness)
         cv2.putText(out, f"GT {CLASS_NAMES[b.class_id]}", (p1[0], min(out.shape[0] - 3, p2[1] + 13)),
                     cv2.FONT_HERSHEY_SIMPLEX, 0.4, GT_COLOUR, 1, cv2.LINE_AA)
     return out
@@ -170,9 +179,13 @@ def safe_upload_name(name: str | None, data: bytes, suffix: str = ".jpg") -> str
     characters. The content-hash prefix makes names unique per content and a re-upload idempotent."""
     base = PurePosixPath(str(name or "").replace("\\", "/")).name
     base = unicodedata.normalize("NFKD", base).encode("ascii", "ignore").decode()
-    stem = base.rsplit(".", 1)[0] if "." in base.strip(".") else base
+    stem = base[:base.rfind(".")] if "." in base else base
     stem = _SAFE.sub("_", stem).strip("._-")[:80] or "upload"
     return f"{sha256(data)[:12]}_{stem}{suffix}"
+
+
+def upload_stage_path(name: str | None, data: bytes, suffix: str = ".jpg") -> str:
+    return f"{UPLOAD_PREFIX}/{safe_upload_name(name, data, suffix)}"
 
 
 def stage_payload(data: bytes, name: str | None) -> tuple[str, bytes]:
@@ -185,10 +198,10 @@ def stage_payload(data: bytes, name: str | None) -> tuple[str, bytes]:
     with Image.open(io.BytesIO(data)) as im:
         fmt = im.format or ""
         if fmt in STAGE_FORMATS:
-            return f"{UPLOAD_PREFIX}/{safe_upload_name(name, data, STAGE_FORMATS[fmt])}", data
+            return upload_stage_path(name, data, STAGE_FORMATS[fmt]), data
         buf = io.BytesIO()
         im.convert("RGBA" if "A" in im.getbands() else "RGB").save(buf, format="PNG")
-    return f"{UPLOAD_PREFIX}/{safe_upload_name(name, data, '.png')}", buf.getvalue()
+    return upload_stage_path(name, data, ".png"), buf.getvalue()
 
 
 def write_upload(stage, data: bytes, name: str | None, work_dir: Path | None = None) -> str:

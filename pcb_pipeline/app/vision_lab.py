@@ -94,8 +94,8 @@ def _save_upload(current: dict, insp: vision.Inspection) -> None:
 def _left() -> None:
     st.subheader("Inspect a board")
     current = _current_image()
-    conf = st.slider("Confidence threshold", min_value=vision.CONF_FLOOR, max_value=0.95, value=CONF_DEFAULT,
-                     step=0.01, key="lab_conf")
+    conf = st.slider("Confidence threshold", min_value=0.0, max_value=0.95, value=CONF_DEFAULT, step=0.01,
+                     key="lab_conf", help="Boxes at or above this confidence are shown; 0 shows every candidate.")
     if current is None:
         return
     try:
@@ -115,7 +115,10 @@ def _left() -> None:
         show_gt = st.checkbox(f"Show ground truth ({len(insp.ground_truth)} labelled defects, green)", value=True,
                               key="lab_show_gt")
     annotated = vision.render(insp, conf, show_gt)
-    st.image(vision.for_display(annotated), channels="BGR", caption=vision.summary(shown, conf), width="stretch")
+    st.markdown(f"**{vision.summary(shown, conf)}**")
+    st.image(vision.for_display(annotated), channels="BGR", width="stretch",
+             caption=f"{insp.name}: predicted boxes with class and confidence"
+                     + ("; ground truth in green" if show_gt else ""))
     for note in insp.notes:
         st.info(note)
     st.caption(f"Model {version.name} v{version.version} ({detector.backend}), {insp.width}x{insp.height} px")
