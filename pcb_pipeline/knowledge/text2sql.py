@@ -45,7 +45,8 @@ statistic statistics stats summary report breakdown distribution split grouped g
 happen happened occur occurred record recorded log logged detect detected find found report reported see seen
 observe observed when where time period range so far thus till until up now just only also then than
 please kindly can could would will should tell summarize summarise versus against between
-inspect inspected scanned checked processed
+inspect inspected scanned checked processed produce produces producing make makes making generate generates
+cause causes experience experienced contribute contributes see sees get gets
 """.split()) | {"vs.", "s"}
 
 GROUP_CUES = frozenset({"by", "per", "each", "every", "breakdown", "across", "split", "distribution", "grouped",
@@ -185,7 +186,10 @@ class DataQuestionEngine:
                     entries.append(Entry(_phrase_tokens(phrase), "filter", (t.name, f.name)))
             for c in t.columns.values():
                 kind = {"dimension": "dim", "time_dimension": "time_dim", "fact": "fact"}[c.kind]
-                for phrase in [c.name, *c.synonyms]:
+                # a fact is referred to by its synonyms; its identifier ("defects_on_board") reads like ordinary
+                # words and would capture "how many defects on boards"
+                phrases = [*c.synonyms] if c.kind == "fact" else [c.name, *c.synonyms]
+                for phrase in phrases:
                     entries.append(Entry(_phrase_tokens(phrase), kind, (t.name, c.name)))
                 if c.kind == "dimension":
                     values = set(c.sample_values) | self.learned.get((t.name, c.name), set())
@@ -279,6 +283,11 @@ class DataQuestionEngine:
         conditions_raw, consumed_text = _parse_numeric_conditions(consumed_text)
         # top-N / bottom-N
         limit, order_desc, consumed_text = _parse_top_n(consumed_text)
+        # an explicit board id ("board 20085000"): board_id is not an enumerated dimension
+        board_ids = []
+        for m in list(re.finditer(r"\bboards?\s+(?:id\s+|number\s+|#\s*)?([a-z0-9_-]*\d[a-z0-9_-]*)\b", consumed_text)):
+            board_ids.append(m.group(1))
+            consumed_text = _blank(consumed_text, m)
 
         raw_tokens = re.findall(r"[a-z0-9]+(?:\.[0-9]+)?", fold_phrases(consumed_text).replace("_", " "))
         toks = [stem(t) for t in raw_tokens]
@@ -326,6 +335,12 @@ class DataQuestionEngine:
 
         if specific:
             spans = [s for s in spans if not _noun_only(s)]
+        else:
+            # only bare nouns: "defects on boards" asks for defects; "boards" is where they are
+            generic = {s[2].tokens[0] for s in spans if s[2].kind == "metric"}
+            if generic & {"defect", "detection"} and generic & {"board", "inspection"}:
+                spans = [s for s in spans if not (s[2].kind == "metric" and s[2].tokens[0] in ("board",
+                                                                                               "inspection"))]
         for start, end, e in spans:
             if e.kind == "metric":
                 t, name = e.payload
@@ -333,7 +348,8 @@ class DataQuestionEngine:
                 if not any(x.name == name for x in metrics):
                     metrics.append(MetricRef(name, t, m.expr, name))
             elif e.kind == "fact":
-                facts.append((start, *e.payload))
+                if not any(f[1:] == e.payload for f in facts):  # "confidence score" = one mention
+                    facts.append((start, *e.payload))
             elif e.kind == "dim":
                 dims.append((start, end, *e.payload))
             elif e.kind == "value":
@@ -354,6 +370,10 @@ class DataQuestionEngine:
             if agg is None:
                 if any(c[0] == fact for c in conditions_raw):
                     continue  # only used in a condition
+                if re.search(r"\b(how many|number of|count)\b", q):
+                    raise CannotAnswer(f"Do you want the average or the total of {fact}? Ask e.g. 'average "
+                                       f"{fact.replace('_', ' ')}' or 'total {fact.replace('_', ' ')}'.",
+                                       self.suggestions())
                 if superlative and not dims:
                     agg = "MAX" if superlative == "desc" else "MIN"
                     superlative = None
@@ -372,8 +392,9 @@ class DataQuestionEngine:
                                f"measure. {self.vocabulary_hint()}", self.suggestions())
 
         # unknown words: everything that is neither understood nor filler
+        # a stray number is a condition we did not understand: refuse rather than drop it
         unknown = [raw_tokens[i] for i in range(len(raw_tokens)) if not used[i] and raw_tokens[i] not in FILLER
-                   and toks[i] not in FILLER and not re.fullmatch(r"\d+(\.\d+)?", raw_tokens[i])]
+                   and toks[i] not in FILLER]
         unknown = [u for u in unknown if u not in ("defect", "defects", "board", "boards", "line", "lines",
                                                    "inspection", "inspections", "detection", "detections")]
         if unknown:
@@ -421,6 +442,14 @@ class DataQuestionEngine:
             table, col_name = tcol
             col = self.model.tables[table].columns[col_name]
             plan.conditions.append((table, f"{col.expr} {op} {num}", f"{fact} {op} {num}"))
+
+        for bid in board_ids:
+            tcol = self._resolve_column(base, "board_id", kinds=("dimension",))
+            if tcol is None:
+                raise CannotAnswer(f"{base.name} cannot be filtered by board.", self.suggestions())
+            col = self.model.tables[tcol[0]].columns["board_id"]
+            plan.conditions.append((tcol[0], f"{col.expr} = {_sql_str(bid)}",
+                                    f"board_id = {bid}"))
 
         # values -> filters
         by_dim: dict[tuple[str, str], list[str]] = {}

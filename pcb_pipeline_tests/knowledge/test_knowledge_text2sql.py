@@ -111,3 +111,16 @@ def test_rows_are_json_serialisable(warehouse):
     out = ask_data("daily defect count over the last 7 days", warehouse)
     json.dumps(out)
     assert out["columns"] == ["day", "defect_count"] and isinstance(out["rows"][0][0], str)
+
+
+def test_board_id_filter_and_stray_numbers(engine, model, warehouse):
+    board = warehouse.query("SELECT board_id FROM DEFECT_LOGS LIMIT 1")["board_id"][0]
+    out = ask_data(f"how many defects on board {board}", warehouse)
+    expected = warehouse.query(f"SELECT COUNT(*) AS n FROM DEFECT_LOGS WHERE board_id = '{board}'")["n"][0]
+    assert out["rows"] == [[int(expected)]] and f"board_id = '{board}'" in out["sql"]
+    # a number the engine does not understand is refused, not dropped
+    with pytest.raises(CannotAnswer, match="'2'"):
+        engine.plan("how many defects in 2 lines")
+    # "defects on boards" is the defect count, not a board measure
+    assert plan_to_sql(engine.plan("how many defects were found on the boards last week"), model).startswith(
+        "SELECT COUNT(*) AS defect_count FROM DEFECT_LOGS")
