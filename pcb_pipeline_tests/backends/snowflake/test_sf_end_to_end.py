@@ -80,6 +80,8 @@ def test_graph_materialises_on_snowflake(fake_account, smoke_job, tmp_path):
                  "registry": PlayedRegistry(snowflake=sf, min_map50=0.0)}
     defs = dg.Definitions(assets=assets, asset_checks=checks, jobs=jobs, resources=resources)
     cfg = demo_run_config(profile="smoke", synthetic_groups=3, synthetic_images_per_group=6, overrides={"conf": 0.001})
+    infer = {"defect_logs": {"config": {"confidence": 0.001}}}  # a 1-epoch model is not confident about anything
+    cfg["ops"].update(infer)
     from pcb_pipeline.backends import factory  # the Snowflake branches used outside Dagster (CLI, app)
 
     wh = factory.warehouse()
@@ -97,7 +99,7 @@ def test_graph_materialises_on_snowflake(fake_account, smoke_job, tmp_path):
         rows_after_first = wh.query("SELECT COUNT(*) AS n FROM DEFECT_LOGS")["n"][0]
 
         second = dg.materialize([*assets], selection=[defect_logs], resources=resources, instance=instance,
-                                run_config={"ops": {}})
+                                run_config={"ops": infer})
         assert second.success
 
     assert wh.query("SELECT COUNT(*) AS n FROM PCB_METADATA")["n"][0] == 18
