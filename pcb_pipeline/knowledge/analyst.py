@@ -47,7 +47,7 @@ class CortexAnalystClient:
             raise ValueError("give exactly one of semantic_model_file (a stage path) or semantic_model_yaml")
         if semantic_model_file is not None and not semantic_model_file.startswith("@"):
             raise ValueError("semantic_model_file must be a stage path, "
-                             "e.g. @PCB_DB.PCB.MODEL_STAGE/semantic_model.yaml")
+                             "e.g. @PCB.PIPELINE.MODEL_STAGE/semantic_model.yaml")
         if token_type is not None and token_type not in TOKEN_TYPES and token_type != "SNOWFLAKE_SESSION":
             raise ValueError(f"token_type must be one of {TOKEN_TYPES} or SNOWFLAKE_SESSION")
         self.url = account_url.rstrip("/") + ANALYST_PATH

@@ -233,8 +233,14 @@ def parse_semantic_model(data: dict, path: Path | None = None, database: str | N
 
 def load_semantic_model(path: Path | None = None, database: str | None = None,
                         schema: str | None = None) -> SemanticModel:
-    """Read and validate the semantic model (default sql/semantic_model.yaml; env PCB_SEMANTIC_MODEL overrides)."""
+    """Read and validate the semantic model (default sql/semantic_model.yaml; env PCB_SEMANTIC_MODEL overrides).
+
+    The base tables' database and schema come from the arguments, else from SNOWFLAKE_DATABASE / SNOWFLAKE_SCHEMA
+    (the names sql/setup/01_account_setup.sql creates), else from the YAML (PCB.PIPELINE).
+    """
     path = Path(path) if path is not None else default_semantic_model_path()
+    database = database or os.environ.get("SNOWFLAKE_DATABASE") or None
+    schema = schema or os.environ.get("SNOWFLAKE_SCHEMA") or None
     return _load_cached(str(path), path.stat().st_mtime_ns, database, schema)
 
 

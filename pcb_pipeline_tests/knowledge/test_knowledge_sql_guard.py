@@ -9,7 +9,7 @@ from pcb_pipeline.knowledge.sql_guard import UnsafeSQLError, guard_model_sql, gu
 ALLOWED = [
     "SELECT detected_class, COUNT(*) FROM DEFECT_LOGS WHERE factory_line_id = 'SHANGHAI' "
     "AND timestamp >= DATEADD(week, -1, CURRENT_DATE()) GROUP BY detected_class;",
-    "WITH __defect_logs AS (SELECT detected_class AS defect_type FROM PCB_DB.PCB.DEFECT_LOGS) "
+    "WITH __defect_logs AS (SELECT detected_class AS defect_type FROM PCB.PIPELINE.DEFECT_LOGS) "
     "SELECT defect_type, COUNT(*) FROM __defect_logs GROUP BY 1",
     "SELECT m.product_type, COUNT_IF(b.defect_count > 6) FROM BOARD_INSPECTIONS b "
     "LEFT JOIN PCB_METADATA m ON b.board_id = m.board_id GROUP BY 1 ORDER BY 2 DESC LIMIT 3",
