@@ -71,3 +71,44 @@ def trainer(stage_, s: SnowflakeSettings | None = None):
                       target_instances=s.target_instances, timeout_s=s.job_timeout_s)
     return SnowflakeMLJobDispatcher(stage_, SnowflakeStage(res.get_connection, s.job_stage), cfg, p.work,
                                     session_factory=res.create_snowpark_session, local_mlflow_uri=p.mlflow_uri)
+
+
+# ------------------------------------------------------------------------------------ inside Snowflake (notebook)
+def _unquote(name: str | None) -> str | None:
+    return name.strip('"') if name else name
+
+
+def notebook_backends(session, stage_name: str = "MODEL_STAGE", model_name: str = "PCB_DEFECT_DETECTOR") -> dict:
+    """Stage, warehouse and registry on a Snowpark session's own connection (a Snowflake Notebook has one already:
+    no credentials involved). Database and schema are the session's current ones."""
+    from contextlib import nullcontext
+
+    from .registry import SnowflakeModelRegistry
+    from .stage import SnowflakeStage
+    from .warehouse import SnowflakeWarehouse
+
+    database, schema = _unquote(session.get_current_database()), _unquote(session.get_current_schema())
+    connect = lambda: nullcontext(session.connection)  # noqa: E731  (the session owns and closes it)
+    st = SnowflakeStage(connect, stage_name, f"{database}.{schema}.{stage_name}")
+    return {"stage": st, "warehouse": SnowflakeWarehouse(connect),
+            "registry": SnowflakeModelRegistry(st, model_name, session_factory=lambda: nullcontext(session),
+                                               database=database, schema=schema)}
+
+
+PACKAGE_ZIP = "code/pcb_pipeline.zip"
+
+
+def publish_package(stage_=None, stage_path: str = PACKAGE_ZIP) -> str:
+    """Zip the pcb_pipeline package (caches left out) onto the stage, for notebooks that are not Git-backed."""
+    import tempfile
+    import zipfile
+
+    package = Path(__file__).resolve().parents[2]
+    stage_ = stage_ or stage()
+    with tempfile.TemporaryDirectory(prefix="pcb-zip-") as tmp:
+        target = Path(tmp) / Path(stage_path).name
+        with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as zf:
+            for f in sorted(package.rglob("*")):
+                if f.is_file() and "__pycache__" not in f.parts and f.suffix != ".pyc":
+                    zf.write(f, f.relative_to(package.parent).as_posix())
+        return stage_.put_file(target, stage_path)
