@@ -1,4 +1,7 @@
-"""Dagster entry point: `dagster dev -w workspace.yaml` or `dagster asset materialize --select '*' -m pcb_pipeline.definitions`."""
+"""Dagster entry point: `dagster dev -w workspace.yaml` or `dagster asset materialize --select '*' -m pcb_pipeline.definitions`.
+
+Upload inference lives in the second code location, pcb_pipeline.upload_definitions (also in workspace.yaml).
+"""
 from __future__ import annotations
 
 import dagster as dg
@@ -9,11 +12,17 @@ settings.configure()
 
 from pcb_pipeline.defs.assets import assets  # noqa: E402
 from pcb_pipeline.defs.checks import checks  # noqa: E402
-from pcb_pipeline.defs.jobs import jobs  # noqa: E402
+from pcb_pipeline.defs.jobs import check_jobs, jobs  # noqa: E402
+from pcb_pipeline.defs.quality_checks import quality_checks  # noqa: E402
+from pcb_pipeline.defs.schedules import schedules  # noqa: E402
+from pcb_pipeline.defs.sensors import sensors  # noqa: E402
 from pcb_pipeline.defs.resources import local_resources  # noqa: E402
 
 from pcb_pipeline.backends.factory import backend_name  # noqa: E402
 from pcb_pipeline.defs.snowflake_resources import snowflake_resources  # noqa: E402
 
-defs = dg.Definitions(assets=assets, asset_checks=checks, jobs=jobs,
+# Upload inference (dynamic partitions) and its sensor are the second code location, pcb_pipeline.upload_definitions:
+# with a partitioned asset here, `dagster asset materialize --select '*'` would refuse to run without --partition.
+defs = dg.Definitions(assets=assets, asset_checks=checks + quality_checks, jobs=jobs + check_jobs,
+                      schedules=schedules, sensors=sensors,
                       resources=snowflake_resources() if backend_name() == "snowflake" else local_resources())

@@ -202,68 +202,234 @@ def registered_model(context: dg.AssetExecutionContext, stage: StageResource,
 
 
 # --------------------------------------------------------------------------------------------------- inference
+# Two assets share one inference path (`_infer` + `_store`):
+#   defect_logs         unpartitioned: the held-out boards as batch "heldout"; what the demo job and
+#                       `dagster asset materialize --select '*'` run.
+#   upload_defect_logs  one dynamic partition per file under uploads/ (added by the upload sensor), batch_id = the
+#                       file's stage path; it lives in its own code location (pcb_pipeline.upload_definitions) so the
+#                       unpartitioned graph above stays materialisable in one run.
+# A re-run of either replaces its batch's rows with identical ones: ids are stable and `timestamp` is when the image
+# landed on the stage (its LIST last_modified), not the wall clock of the run.
+UPLOAD_PREFIX = "uploads"  # the Streamlit app writes uploads here; the upload sensor watches it
+UPLOAD_PARTITIONS = dg.DynamicPartitionsDefinition(name="uploads")  # key = path under uploads/, e.g. "ab12_board.jpg"
+# Transient failures (warehouse lock held past the in-process retries, stage I/O, registry download) are retried with
+# exponential backoff; bad input raises dg.Failure(allow_retries=False) and fails at once with its reason.
+INFERENCE_RETRY = dg.RetryPolicy(max_retries=3, delay=2.0, backoff=dg.Backoff.EXPONENTIAL,
+                                 jitter=dg.Jitter.PLUS_MINUS)
+IMAGE_FILE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+_LOCK_MARKERS = ("could not set lock", "conflicting lock", "database is locked", "lock on file")
+
+
 class InferenceConfig(dg.Config):
     image_prefix: str = f"{DATASET_PREFIX}/images/val"  # held-out boards: never seen in training
     batch_id: str = "heldout"
     confidence: float = 0.25
 
 
-@dg.asset(group_name="warehouse", kinds={"duckdb", "snowflake"}, deps=[registered_model, pcb_metadata])
-def defect_logs(context: dg.AssetExecutionContext, config: InferenceConfig, stage: StageResource,
-                warehouse: WarehouseResource, registry: RegistryResource) -> dg.MaterializeResult:
-    """Batch inference with the champion over a batch of stage images into DEFECT_LOGS (re-runs replace the batch)."""
-    from pcb_pipeline.vision.batch import run_batch
-    from pcb_pipeline.vision.detector import Detector, draw_detections
+class UploadInferenceConfig(dg.Config):
+    confidence: float = 0.25
 
-    st, wh, reg = stage.get(), warehouse.get(), registry.get()
+
+def is_lock_error(exc: BaseException) -> bool:
+    """True for 'another process holds the database' errors (DuckDB allows one writing process; sqlite likewise)."""
+    text = str(exc).lower()
+    return any(m in text for m in _LOCK_MARKERS)
+
+
+def retry_on_lock(fn, *args, attempts: int = 10, base_delay: float = 0.1, max_delay: float = 4.0, log=None,
+                  **kwargs):
+    """Call fn, retrying with exponential backoff and jitter while another process holds the warehouse lock."""
+    import random
+    import time
+
+    for attempt in range(1, attempts + 1):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001 - only lock errors are retried, everything else re-raised
+            if not is_lock_error(e) or attempt == attempts:
+                raise
+            delay = min(max_delay, base_delay * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5)
+            if log:
+                log(f"warehouse locked by another process (attempt {attempt}/{attempts}); retrying in {delay:.2f}s")
+            time.sleep(delay)
+
+
+def upload_stage_path(partition_key: str) -> str:
+    """uploads/<partition key>; refuses keys that are empty, absolute or climb out of the upload folder."""
+    from pcb_pipeline.backends.local import StagePathError, clean_stage_path
+
+    key = str(partition_key or "")
+    if not key.strip() or key.startswith(("/", "\\")) or any(c in key for c in "\x00\r\n\t"):
+        raise ValueError(f"upload partition key {partition_key!r} is not a file name under {UPLOAD_PREFIX}/")
+    try:
+        path = clean_stage_path(f"{UPLOAD_PREFIX}/{key}")
+    except StagePathError:
+        raise ValueError(f"upload partition key {partition_key!r} escapes the {UPLOAD_PREFIX}/ folder") from None
+    if not path.startswith(f"{UPLOAD_PREFIX}/") or path == UPLOAD_PREFIX:
+        raise ValueError(f"upload partition key {partition_key!r} escapes the {UPLOAD_PREFIX}/ folder")
+    return path
+
+
+def champion_weights(reg, champion) -> Path:
+    """The champion's weights in a local cache shared by concurrent runs: each run downloads into a private folder
+    and renames it into place, so two runs never write the same files."""
+    import re
+    import uuid
+
+    key = re.sub(r"[^A-Za-z0-9._-]+", "_", champion.run_id or f"{champion.name}-v{champion.version}")
+    final = settings.paths().work / "champions" / key
+    cached = sorted(final.glob("*.pt")) if final.is_dir() else []
+    if cached:
+        return cached[0]
+    tmp = final.parent / f".{key}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+    try:
+        weights = Path(reg.download_weights(champion, tmp))
+        try:
+            os.rename(weights.parent, final)
+        except OSError:
+            if not (final / weights.name).is_file():  # not lost to a concurrent run: a real error
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final / weights.name
+
+
+def _require_champion(reg, registry: RegistryResource):
     champion = reg.champion()
     if champion is None:
         raise dg.Failure(f"no champion model in registry '{registry.model_name}': materialise registered_model "
-                         f"with a model that clears mAP50 >= {registry.min_map50}")
-    weights = reg.download_weights(champion, settings.paths().work / "champion")
-    detector = Detector(weights, conf=config.confidence)
-    files = [f for f in st.list(config.image_prefix) if Path(f.path).suffix.lower() in {".jpg", ".jpeg", ".png"}]
-    if not files:
-        raise dg.Failure(f"no images under stage prefix {config.image_prefix!r}")
-    local_dir = scratch_dir(f"inference_{config.batch_id}")
-    local = {f.path: st.get_file(f.path, local_dir / Path(f.path).name) for f in files}
-    inspected, plotted, errors = [], [], []
+                         f"with a model that clears mAP50 >= {registry.min_map50}", allow_retries=False)
+    return champion
+
+
+def _infer(context, st, wh, reg, champion, files, batch_id: str, confidence: float, local_dir: Path,
+           plot_path) -> dict:
+    """Detect defects on stage images; returns rows for DEFECT_LOGS and BOARD_INSPECTIONS (nothing written yet)."""
+    from pcb_pipeline.vision.batch import run_batch
+    from pcb_pipeline.vision.detector import Detector, draw_detections
+
+    detector = Detector(champion_weights(reg, champion), conf=confidence)
+    landed = {f.path: f.last_modified for f in files}
+    local = {f.path: st.get_file(f.path, local_dir / f"{i:05d}{Path(f.path).suffix.lower()}")
+             for i, f in enumerate(files)}
+    lines = retry_on_lock(wh.query, "SELECT board_id, factory_line_id FROM PCB_METADATA", log=context.log.info)
+    factory_lines = dict(zip(lines["board_id"], lines["factory_line_id"]))
+    model_version = f"{champion.name}/{champion.version}"
+    logs, inspections, plotted, errors = [], [], [], []
     for path, image, dets, error in run_batch(detector, local):
         if error:
-            errors.append(error)
+            errors.append(error.replace(str(local[path]), path))
             continue
-        inspected.append(InspectedImage(path, image.shape[1], image.shape[0], dets))
+        rows = build_rows(batch_id, [InspectedImage(path, image.shape[1], image.shape[0], dets)], factory_lines,
+                          model_version, champion.run_id, landed[path])
+        if len(rows[0]):
+            logs.append(rows[0])
+        inspections.append(rows[1])
         plot = draw_detections(image, dets)
-        _save_plot(st, config.batch_id, path, plot, local_dir)
+        _save_plot(st, plot_path(path), plot, local_dir)
         if len(plotted) < 4:
             plotted.append(plot)
-    lines = wh.query("SELECT board_id, factory_line_id FROM PCB_METADATA")
-    factory_lines = dict(zip(lines["board_id"], lines["factory_line_id"]))
-    logs, inspections = build_rows(config.batch_id, inspected, factory_lines, f"{champion.name}/{champion.version}",
-                                   champion.run_id, datetime.now(timezone.utc))
-    wh.replace_rows("DEFECT_LOGS", "batch_id", config.batch_id, logs)
-    wh.replace_rows("BOARD_INSPECTIONS", "batch_id", config.batch_id, inspections)
-    golden = wh.query(GOLDEN_QUERY)
+    empty = build_rows(batch_id, [], {}, model_version, champion.run_id, datetime.now(timezone.utc))
+    return {
+        "logs": pd.concat(logs, ignore_index=True) if logs else empty[0],
+        "inspections": pd.concat(inspections, ignore_index=True) if inspections else empty[1],
+        "errors": errors, "plotted": plotted, "backend": detector.backend, "model_version": model_version,
+    }
+
+
+def _store(context, wh, batch_id: str, out: dict) -> None:
+    """Replace the batch's rows; waits (with backoff) while another process holds the warehouse."""
+    retry_on_lock(wh.replace_rows, "DEFECT_LOGS", "batch_id", batch_id, out["logs"], log=context.log.info)
+    retry_on_lock(wh.replace_rows, "BOARD_INSPECTIONS", "batch_id", batch_id, out["inspections"],
+                  log=context.log.info)
+
+
+def _per_class_detections(logs: pd.DataFrame) -> dict:
+    return {k: int(v) for k, v in logs["detected_class"].value_counts().items()} if len(logs) else {}
+
+
+@dg.asset(group_name="warehouse", kinds={"duckdb", "snowflake"}, deps=[registered_model, pcb_metadata],
+          retry_policy=INFERENCE_RETRY)
+def defect_logs(context: dg.AssetExecutionContext, config: InferenceConfig, stage: StageResource,
+                warehouse: WarehouseResource, registry: RegistryResource) -> dg.MaterializeResult:
+    """Batch inference with the champion over a batch of stage images into DEFECT_LOGS (re-runs replace the batch)."""
+    st, reg = stage.get(), registry.get()
+    wh = retry_on_lock(warehouse.get, log=context.log.info)
+    champion = _require_champion(reg, registry)
+    files = [f for f in st.list(config.image_prefix) if Path(f.path).suffix.lower() in IMAGE_FILE_SUFFIXES]
+    if not files:
+        raise dg.Failure(f"no images under stage prefix {config.image_prefix!r}", allow_retries=False)
+    out = _infer(context, st, wh, reg, champion, files, config.batch_id, config.confidence,
+                 scratch_dir(f"inference_{config.batch_id}"),
+                 lambda path: f"predictions/{config.batch_id}/{Path(path).stem}_pred.jpg")
+    _store(context, wh, config.batch_id, out)
+    golden = retry_on_lock(wh.query, GOLDEN_QUERY, log=context.log.info)
     return dg.MaterializeResult(metadata={
         "batch_id": config.batch_id,
-        "images": len(inspected),
-        "unreadable_images": dg.MetadataValue.json(errors),
-        "detections": len(logs),
-        "detections_per_class": dg.MetadataValue.json(
-            {k: int(v) for k, v in logs["detected_class"].value_counts().items()} if len(logs) else {}),
-        "model_version": f"{champion.name}/{champion.version}",
-        "inference_backend": detector.backend,
+        "images": len(out["inspections"]),
+        "unreadable_images": dg.MetadataValue.json(out["errors"]),
+        "detections": len(out["logs"]),
+        "detections_per_class": dg.MetadataValue.json(_per_class_detections(out["logs"])),
+        "model_version": out["model_version"],
+        "inference_backend": out["backend"],
         "golden_query": dg.MetadataValue.md(golden.to_markdown(index=False) if len(golden) else "(no rows)"),
-        "preview": preview_markdown(plotted, "predictions on the first boards"),
+        "preview": preview_markdown(out["plotted"], "predictions on the first boards"),
     })
 
 
-def _save_plot(st, batch_id: str, image_path: str, plot, local_dir: Path) -> None:
+@dg.asset(partitions_def=UPLOAD_PARTITIONS, group_name="uploads", kinds={"duckdb", "snowflake"},
+          deps=[registered_model, pcb_metadata], retry_policy=INFERENCE_RETRY)
+def upload_defect_logs(context: dg.AssetExecutionContext, config: UploadInferenceConfig, stage: StageResource,
+                       warehouse: WarehouseResource, registry: RegistryResource) -> dg.MaterializeResult:
+    """One uploaded board image (a dynamic partition per file under uploads/, added by the upload sensor) inferred
+    with the champion into DEFECT_LOGS / BOARD_INSPECTIONS; batch_id is the file's stage path."""
+    import hashlib
+
+    key = context.partition_key
+    try:
+        path = upload_stage_path(key)
+    except ValueError as e:
+        raise dg.Failure(str(e), allow_retries=False) from None
+    if Path(path).suffix.lower() not in IMAGE_FILE_SUFFIXES:
+        raise dg.Failure(f"{path}: not an image file name (expected one of {sorted(IMAGE_FILE_SUFFIXES)})",
+                         allow_retries=False)
+    st, reg = stage.get(), registry.get()
+    listed = [f for f in st.list(path) if f.path == path]
+    if not listed:
+        raise dg.Failure(f"{path}: the upload is no longer on the stage (deleted or renamed after it was seen)",
+                         allow_retries=False)
+    wh = retry_on_lock(warehouse.get, log=context.log.info)
+    champion = _require_champion(reg, registry)
+    work = settings.paths().work / "uploads"
+    work.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="upload-", dir=work) as tmp:
+        out = _infer(context, st, wh, reg, champion, listed, path, config.confidence, Path(tmp),
+                     lambda p: f"predictions/{Path(p).with_suffix('').as_posix()}_pred.jpg")
+        digest = hashlib.md5(next(Path(tmp).glob("00000.*")).read_bytes()).hexdigest()
+    if out["errors"]:  # nothing was written: the rows of an earlier version of this upload stay as they were
+        raise dg.Failure(f"unreadable upload: {out['errors'][0]}", allow_retries=False,
+                         metadata={"upload": path, "content_md5": digest})
+    requested = context.run.tags.get("pcb/content_md5") if context.run else None
+    _store(context, wh, path, out)
+    return dg.MaterializeResult(metadata={
+        "upload": path,
+        "content_md5": digest,
+        "content_changed_since_request": bool(requested and requested != digest),
+        "board_id": board_id_from_path(path),
+        "detections": len(out["logs"]),
+        "detections_per_class": dg.MetadataValue.json(_per_class_detections(out["logs"])),
+        "model_version": out["model_version"],
+        "inference_backend": out["backend"],
+        "preview": preview_markdown(out["plotted"], "prediction"),
+    })
+
+
+def _save_plot(st, stage_target: str, plot, local_dir: Path) -> None:
     import cv2
 
-    f = local_dir / f"{Path(image_path).stem}_pred.jpg"
+    f = local_dir / f"plot_{Path(stage_target).name}"
     cv2.imwrite(str(f), plot)
-    st.put_file(f, f"predictions/{batch_id}/{f.name}")
+    st.put_file(f, stage_target)
 
 
 assets = [raw_pcb_images, pcb_metadata, yolo_dataset, trained_detector, registered_model, defect_logs]
