@@ -47,10 +47,13 @@ def test_definitions_load_with_snowflake_resources(fake_account, monkeypatch):
         importlib.reload(definitions)
 
 
-def test_graph_materialises_on_snowflake(fake_account, smoke_job, tmp_path):
-    from fakesnow_shim import Recorder  # noqa: F401  (the fixture's recorder records every statement)
-
+def test_graph_materialises_on_snowflake(fake_account, smoke_job, tmp_path, monkeypatch):
     from conftest import connect_factory
+
+    from pcb_pipeline import settings
+
+    monkeypatch.setenv("PCB_HOME", str(tmp_path / "home"))  # scratch folders and MLflow mirror of this test only
+    settings.configure()
 
     res = snowflake_resources()
     sf = res["stage"].snowflake
