@@ -15,12 +15,13 @@ def pareto_chart(pareto_df: pd.DataFrame, category: str = "detected_class", valu
         tooltip=[alt.Tooltip(f"{category}:N", title="class"), alt.Tooltip(f"{value}:Q", title="defects"),
                  alt.Tooltip("share_pct:Q", title="share %")])
     line = base.mark_line(color="#e45756", point=True).encode(
-        y=alt.Y("cumulative_pct:Q", title="Cumulative %", scale=alt.Scale(domain=[0, 100])),
+        y=alt.Y("cumulative_pct:Q", title="Cumulative %", scale=alt.Scale(domain=[0, 100]),
+                axis=alt.Axis(orient="right")),
         tooltip=[alt.Tooltip(f"{category}:N", title="class"), alt.Tooltip("cumulative_pct:Q", title="cumulative %")])
-    rule = alt.Chart(pd.DataFrame({"y": [80]})).mark_rule(strokeDash=[4, 4], color="#999").encode(
-        y=alt.Y("y:Q", scale=alt.Scale(domain=[0, 100]), axis=None))
-    return alt.layer(bars, line + rule).resolve_scale(y="independent").properties(height=320,
-                                                                                  title="Defect Pareto")
+    rule = alt.Chart(pd.DataFrame({"cumulative_pct": [80]})).mark_rule(strokeDash=[4, 4], color="#999").encode(
+        y=alt.Y("cumulative_pct:Q"))  # the 80 % line of the Pareto rule, on the cumulative axis
+    return alt.layer(bars, alt.layer(line, rule)).resolve_scale(y="independent").properties(
+        height=320, title="Defect Pareto")
 
 
 def breakdown_chart(df: pd.DataFrame, dimension: str) -> alt.Chart:

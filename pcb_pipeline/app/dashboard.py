@@ -57,7 +57,7 @@ def _date_range(bounds) -> data.DateRange | None:
 
 
 def _kpi_cards(k: dict, fc) -> None:
-    c1, c2, c3, c4, c5 = st.columns(5)
+    c1, c2, c3, c4, c5 = st.columns([1, 1, 1, 1, 1.5])
     c1.metric("Yield rate", _pct(k["yield_rate_pct"]), help="First-pass yield: boards with no defect / inspected.")
     c2.metric("Boards inspected", f"{k['boards_inspected']:,}")
     c3.metric("Defects found", f"{k['defects_found']:,}")

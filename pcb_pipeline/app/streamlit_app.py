@@ -11,6 +11,6 @@ st.set_page_config(page_title="PCB defect intelligence", page_icon=":mag:", layo
 VIEWS = Path(__file__).resolve().parent / "views"
 page = st.navigation([
     st.Page(VIEWS / "dashboard.py", title="Executive Dashboard", icon=":material/monitoring:", default=True),
-    st.Page(VIEWS / "vision_lab.py", title="Vision Lab", icon=":material/center_focus_strong:"),
+    st.Page(VIEWS / "vision_lab.py", title="Vision Lab", icon=":material/center_focus_strong:", url_path="vision_lab"),
 ])
 page.run()

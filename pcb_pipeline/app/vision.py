@@ -154,12 +154,12 @@ def detections_table(detections: list[Detection]):
 
 def summary(detections: list[Detection], conf: float) -> str:
     if not detections:
-        return f"No defects at confidence >= {conf:.2f}."
+        return f"No defects at confidence {conf:.2f} or above."
     counts: dict[str, int] = {}
     for d in detections:
         counts[d.class_name] = counts.get(d.class_name, 0) + 1
     parts = ", ".join(f"{n} {c}" for c, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
-    return f"{len(detections)} defect(s) at confidence >= {conf:.2f}: {parts}"
+    return f"{len(detections)} defect(s) at confidence {conf:.2f} or above: {parts}"
 
 
 # ---------------------------------------------------------------------------------------------------- uploads

@@ -139,7 +139,7 @@ def test_upload_shows_boxes_saves_to_the_stage_and_filters_by_confidence(use_app
     # the upload is named like a board on the stage: its ground truth is overlaid
     assert at.checkbox(key="lab_show_gt").value is True
     at.slider(key="lab_conf").set_value(0.95).run()
-    assert any(t.startswith("**No defects at confidence >= 0.95") for t in texts(at))
+    assert any(t.startswith("**No defects at confidence 0.95 or above") for t in texts(at))
     assert (use_app_home / "stage" / saved).stat().st_mtime_ns == written  # written once, not on every rerun
 
 

@@ -182,8 +182,8 @@ def test_inspect_bytes_decodes_detects_draws_and_filters():
     assert tuple(annotated[300 - 2, 320]) == vision.GT_COLOUR  # ground truth drawn (outline 2 px outside)
     bare = vision.render(insp, 0.25, show_ground_truth=False)
     assert tuple(bare[300 - 2, 320]) != vision.GT_COLOUR
-    assert vision.summary(shown, 0.25) == "2 defect(s) at confidence >= 0.25: 1 mousebite, 1 short"
-    assert vision.summary([], 0.5) == "No defects at confidence >= 0.50."
+    assert vision.summary(shown, 0.25) == "2 defect(s) at confidence 0.25 or above: 1 mousebite, 1 short"
+    assert vision.summary([], 0.5) == "No defects at confidence 0.50 or above."
     table = vision.detections_table(shown)
     assert list(table["class"]) == ["mousebite", "short"] and list(table["confidence"]) == [0.9, 0.3]
     with pytest.raises(BadImageError):
