@@ -6,7 +6,6 @@ the only training in these tests (~40 s on 2 cores) and its weights serve every 
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import subprocess
@@ -15,20 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from fakesnow_shim import patched_snowflake
+from fakesnow_shim import ENV, connect_factory, patched_snowflake
 
-ENV = {
-    "PCB_BACKEND": "snowflake",
-    "SNOWFLAKE_ACCOUNT": "pcb-test",
-    "SNOWFLAKE_USER": "PCB_PIPELINE_USER",
-    "SNOWFLAKE_PASSWORD": "not-a-real-password",
-    "SNOWFLAKE_ROLE": "PCB_PIPELINE_ROLE",
-    "SNOWFLAKE_WAREHOUSE": "PCB_WH",
-    "SNOWFLAKE_DATABASE": "PCB",
-    "SNOWFLAKE_SCHEMA": "PIPELINE",
-    "SNOWFLAKE_DISABLE_PLATFORM_DETECTION": "true",
-    "AWS_EC2_METADATA_DISABLED": "true",
-}
 SETUP_STAGES = ["CREATE STAGE IF NOT EXISTS MODEL_STAGE DIRECTORY = (ENABLE = TRUE) ENCRYPTION = (TYPE = 'SNOWFLAKE_SSE')",
                 "CREATE STAGE IF NOT EXISTS ML_JOB_STAGE ENCRYPTION = (TYPE = 'SNOWFLAKE_SSE')"]
 
@@ -40,17 +27,6 @@ def sf_env(monkeypatch):
     for k, v in ENV.items():
         monkeypatch.setenv(k, v)
     return dict(ENV)
-
-
-def connect_factory():
-    import snowflake.connector
-
-    def connect():
-        return contextlib.closing(snowflake.connector.connect(
-            account=ENV["SNOWFLAKE_ACCOUNT"], user=ENV["SNOWFLAKE_USER"], password=ENV["SNOWFLAKE_PASSWORD"],
-            database=ENV["SNOWFLAKE_DATABASE"], schema=ENV["SNOWFLAKE_SCHEMA"]))
-
-    return connect
 
 
 @pytest.fixture

@@ -192,3 +192,29 @@ def patched_snowflake(recorder: Recorder | None = None):
         with mock.patch("snowflake.connector.connect", side_effect=connect), \
                 mock.patch("snowflake.connector.pandas_tools.write_pandas", side_effect=write_pandas):
             yield recorder
+
+
+# account the tests pretend to be (fakesnow accepts any credentials)
+ENV = {
+    "PCB_BACKEND": "snowflake",
+    "SNOWFLAKE_ACCOUNT": "pcb-test",
+    "SNOWFLAKE_USER": "PCB_PIPELINE_USER",
+    "SNOWFLAKE_PASSWORD": "not-a-real-password",
+    "SNOWFLAKE_ROLE": "PCB_PIPELINE_ROLE",
+    "SNOWFLAKE_WAREHOUSE": "PCB_WH",
+    "SNOWFLAKE_DATABASE": "PCB",
+    "SNOWFLAKE_SCHEMA": "PIPELINE",
+    "SNOWFLAKE_DISABLE_PLATFORM_DETECTION": "true",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+
+
+def connect_factory():
+    import snowflake.connector
+
+    def connect():
+        return contextlib.closing(snowflake.connector.connect(
+            account=ENV["SNOWFLAKE_ACCOUNT"], user=ENV["SNOWFLAKE_USER"], password=ENV["SNOWFLAKE_PASSWORD"],
+            database=ENV["SNOWFLAKE_DATABASE"], schema=ENV["SNOWFLAKE_SCHEMA"]))
+
+    return connect

@@ -14,7 +14,7 @@ from contextlib import nullcontext
 
 import dagster as dg
 import pytest
-from fakesnow_shim import Record
+from fakesnow_shim import Record, connect_factory
 from sf_fakes import FakeJob, FakeJobs, FakeRegistry
 
 from pcb_pipeline.backends.snowflake.stage import SnowflakeStage
@@ -48,8 +48,6 @@ def test_definitions_load_with_snowflake_resources(fake_account, monkeypatch):
 
 
 def test_graph_materialises_on_snowflake(fake_account, smoke_job, tmp_path, monkeypatch):
-    from conftest import connect_factory
-
     from pcb_pipeline import settings
 
     monkeypatch.setenv("PCB_HOME", str(tmp_path / "home"))  # scratch folders and MLflow mirror of this test only
