@@ -211,6 +211,10 @@ def recipe(smoke: bool, hours: float, device: str) -> dict:
     )
     if smoke:
         r.update(imgsz=160, epochs=1, time=None, batch=4, workers=0, cache=False)  # amp=True: patched check runs
+    # GPU_TRAIN_SET="batch=16,scale=0.5": recipe variants for the tuning table, without editing the script
+    for item in filter(None, os.environ.get("GPU_TRAIN_SET", "").split(",")):
+        key, value = item.split("=", 1)
+        r[key] = type(r[key])(value) if key in r and r[key] is not None and not isinstance(r[key], bool) else value
     return r
 
 
