@@ -53,9 +53,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def _mlflow_callbacks(mlflow):
     def on_fit_epoch_end(trainer):
         step = trainer.epoch + 1
-        metrics = {**trainer.lr, **trainer.label_loss_items(trainer.tloss, prefix="train"), **trainer.metrics}
+        losses = trainer.label_loss_items(trainer.tloss, prefix="train")
+        metrics = {**trainer.lr, **losses, **trainer.metrics}
         mlflow.log_metrics({k.replace("(", "_").replace(")", ""): float(v) for k, v in metrics.items()}, step=step)
-        print(f"epoch {step}/{trainer.epochs}: box_loss {float(trainer.tloss[0]):.3f}  "
+        print(f"epoch {step}/{trainer.epochs}: box_loss {float(losses.get('train/box_loss', float('nan'))):.3f}  "
               f"mAP50 {trainer.metrics.get('metrics/mAP50(B)', float('nan')):.3f}  "
               f"mAP50-95 {trainer.metrics.get('metrics/mAP50-95(B)', float('nan')):.3f}", flush=True)
 
@@ -74,6 +75,15 @@ def evaluation_metrics(val_metrics) -> dict[str, float]:
             out[f"ap50_{name}"] = float(ap50_by_class[i])
             out[f"ap50_95_{name}"] = float(ap_by_class[i])
     return out
+
+
+def _ensure_experiment(mlflow) -> None:
+    """With a sqlite store MLflow would put artifacts in ./mlruns of whatever folder we run in: keep them in PCB_HOME."""
+    if mlflow.get_experiment_by_name(EXPERIMENT) is None:
+        local_store = mlflow.get_tracking_uri().startswith("sqlite:")
+        mlflow.create_experiment(EXPERIMENT, artifact_location=settings.paths().mlflow_artifacts.as_uri()
+                                 if local_store else None)
+    mlflow.set_experiment(EXPERIMENT)
 
 
 def train(args: argparse.Namespace) -> dict:
@@ -95,7 +105,7 @@ def train(args: argparse.Namespace) -> dict:
     project = (args.out / "ultralytics").resolve()
     shutil.rmtree(project, ignore_errors=True)
 
-    mlflow.set_experiment(EXPERIMENT)
+    _ensure_experiment(mlflow)
     with mlflow.start_run(run_name=args.run_name) as run:
         mlflow.log_params({"profile": args.profile, "model": model_cfg, **params})
         mlflow.set_tags({"pcb.entrypoint": "pcb_pipeline.vision.train", "pcb.dataset": str(args.data)})

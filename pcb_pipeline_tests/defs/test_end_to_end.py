@@ -45,6 +45,7 @@ def test_mlflow_run_with_metrics_and_registered_champion(trained_pipeline):
     champ = reg.champion()
     assert champ is not None and champ.version == "2"  # second run promoted: equal mAP does not regress
     run = mlflow.MlflowClient(settings.paths().mlflow_uri).get_run(champ.run_id)
+    assert run.info.artifact_uri.startswith(settings.paths().mlflow_artifacts.as_uri()), "artifacts stay in PCB_HOME"
     assert "final_map50" in run.data.metrics and run.data.params["profile"] == "smoke"
     history = mlflow.MlflowClient(settings.paths().mlflow_uri).get_metric_history(champ.run_id, "train/box_loss")
     assert len(history) >= 1
