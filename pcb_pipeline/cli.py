@@ -31,20 +31,53 @@ def cmd_demo(args) -> int:
 
 def cmd_sql(args) -> int:
     from pcb_pipeline.backends.factory import warehouse
-    from pcb_pipeline.backends.sql_guard import ensure_read_only
+    from pcb_pipeline.knowledge.api import run_sql
+    from pcb_pipeline.knowledge.sql_guard import UnsafeSQLError
 
     try:
-        sql = ensure_read_only(args.query)
-    except ValueError as e:
+        result = run_sql(args.query, warehouse())  # one read-only SELECT over the pipeline's tables
+    except UnsafeSQLError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    df = warehouse().query(sql)
     if args.json:
-        print(json.dumps({"columns": list(df.columns), "rows": json.loads(df.to_json(orient="values",
-                                                                                     date_format="iso"))}))
+        print(json.dumps({"columns": result["columns"], "rows": result["rows"]}, default=str))
     else:
-        _print_table(df)
+        import pandas as pd
+
+        _print_table(pd.DataFrame(result["rows"], columns=result["columns"]))
     return 0
+
+
+def cmd_ask(args) -> int:
+    try:
+        if args.data is not None:
+            from pcb_pipeline.backends.factory import warehouse
+            from pcb_pipeline.knowledge.api import ask_data
+
+            result = ask_data(args.data, warehouse())
+        else:
+            from pcb_pipeline.knowledge.api import ask_manuals
+
+            result = ask_manuals(args.manuals, category=args.category)
+    except ValueError as e:  # empty question, unknown category, a typed SQL the guard refused
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+    elif "answer" in result:
+        print(result["answer"])
+        for c in result["citations"]:
+            print(f"  [{c.get('number', '')}] {c['document']} p.{c['page']} ({c['defect_category']})")
+    else:
+        print(result["interpretation"])
+        if result.get("sql"):
+            print(result["sql"])
+            import pandas as pd
+
+            _print_table(pd.DataFrame(result["rows"], columns=result["columns"]))
+        for s in result.get("suggestions") or []:
+            print(f"  try: {s}")
+    return 0 if result.get("sql") or "answer" in result else 1
 
 
 def cmd_predict(args) -> int:
@@ -99,6 +132,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("query")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_sql)
+
+    a = sub.add_parser("ask", help="plain-English questions over the defect data or the repair manuals")
+    which = a.add_mutually_exclusive_group(required=True)
+    which.add_argument("--data", metavar="QUESTION", help="question over DEFECT_LOGS / PCB_METADATA")
+    which.add_argument("--manuals", metavar="QUESTION", help="question over the SOP / repair manuals")
+    a.add_argument("--category", help="manuals only: a defect category (Etching, Soldering, ...) or class")
+    a.add_argument("--json", action="store_true")
+    a.set_defaults(func=cmd_ask)
 
     pr = sub.add_parser("predict", help="detect defects in board images")
     pr.add_argument("images", nargs="+")

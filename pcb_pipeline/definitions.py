@@ -21,8 +21,22 @@ from pcb_pipeline.defs.resources import local_resources  # noqa: E402
 from pcb_pipeline.backends.factory import backend_name  # noqa: E402
 from pcb_pipeline.defs.snowflake_resources import snowflake_resources  # noqa: E402
 
-# Upload inference (dynamic partitions) and its sensor are the second code location, pcb_pipeline.upload_definitions:
-# with a partitioned asset here, `dagster asset materialize --select '*'` would refuse to run without --partition.
-defs = dg.Definitions(assets=assets, asset_checks=checks + quality_checks, jobs=jobs + check_jobs,
-                      schedules=schedules, sensors=sensors,
-                      resources=snowflake_resources() if backend_name() == "snowflake" else local_resources())
+from pcb_pipeline.defs.knowledge_assets import knowledge_assets, knowledge_checks  # noqa: E402
+
+
+def default_resources() -> dict:
+    return snowflake_resources() if backend_name() == "snowflake" else local_resources()
+
+
+def build_defs(resources: dict | None = None) -> dg.Definitions:
+    """The one composition of the graph; the demo and the tests pass their own resources."""
+    # Upload inference (dynamic partitions) and its sensor are the second code location,
+    # pcb_pipeline.upload_definitions: with a partitioned asset here, `dagster asset materialize --select '*'`
+    # would refuse to run without --partition.
+    return dg.Definitions(assets=assets + knowledge_assets,
+                          asset_checks=checks + quality_checks + knowledge_checks,
+                          jobs=jobs + check_jobs, schedules=schedules, sensors=sensors,
+                          resources=resources if resources is not None else default_resources())
+
+
+defs = build_defs()

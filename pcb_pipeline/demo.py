@@ -23,12 +23,11 @@ def run_demo(deeppcb_root: str | None = None, profile: str = "demo", min_map50: 
     import dagster as dg
 
     from pcb_pipeline.backends.factory import registry, warehouse
-    from pcb_pipeline.defs.assets import GOLDEN_QUERY, assets
-    from pcb_pipeline.defs.checks import checks
-    from pcb_pipeline.defs.jobs import jobs
+    from pcb_pipeline.definitions import build_defs
+    from pcb_pipeline.defs.assets import GOLDEN_QUERY
     from pcb_pipeline.defs.resources import local_resources
 
-    defs = dg.Definitions(assets=assets, asset_checks=checks, jobs=jobs, resources=local_resources(min_map50))
+    defs = build_defs(local_resources(min_map50))
     started = time.time()
     print(f"PCB_HOME: {p.home}  (stage {p.stage}, warehouse {p.warehouse}, MLflow {p.mlflow_uri})", flush=True)
     result = defs.resolve_job_def("pcb_pipeline_job").execute_in_process(

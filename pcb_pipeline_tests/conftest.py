@@ -47,13 +47,11 @@ def trained_pipeline(_isolated_home):
     import dagster as dg
 
     from pcb_pipeline.backends.factory import warehouse
-    from pcb_pipeline.defs.assets import assets
-    from pcb_pipeline.defs.checks import checks
-    from pcb_pipeline.defs.jobs import jobs
+    from pcb_pipeline.definitions import build_defs
     from pcb_pipeline.defs.resources import local_resources
     from pcb_pipeline.demo import demo_run_config
 
-    defs = dg.Definitions(assets=assets, asset_checks=checks, jobs=jobs, resources=local_resources(min_map50=0.0))
+    defs = build_defs(local_resources(min_map50=0.0))
     job = defs.resolve_job_def("pcb_pipeline_job")
     cfg = demo_run_config(profile="smoke", synthetic_groups=3, synthetic_images_per_group=6,
                           confidence=0.001)  # after one epoch only low-confidence boxes exist

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,12 +16,22 @@ class BadImageError(ValueError):
     pass
 
 
+def _pil_open(fp):
+    """PIL's own Image.open. Importing ultralytics replaces it with a wrapper that, on a file that is not an image,
+    tries to install and import pi-heif (absent offline) and raises ModuleNotFoundError instead of a clear error."""
+    opener = Image.open
+    module = getattr(opener, "__module__", "") or ""
+    if module.startswith("ultralytics"):
+        opener = getattr(sys.modules.get(module), "_image_open", opener)
+    return opener(fp)
+
+
 def decode_image(data: bytes, name: str = "image") -> np.ndarray:
     """Bytes -> HxWx3 uint8 BGR (the layout OpenCV and ultralytics expect). Grayscale and RGBA are converted."""
     if not data:
         raise BadImageError(f"{name}: the file is empty")
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with _pil_open(io.BytesIO(data)) as im:
             if im.width * im.height > MAX_PIXELS:
                 raise BadImageError(f"{name}: {im.width}x{im.height} is too large (limit {MAX_PIXELS:,} pixels)")
             im.load()  # raises on truncated data instead of returning grey padding

@@ -50,6 +50,23 @@ class RegistryResource(dg.ConfigurableResource):
         return MLflowRegistry(self.tracking_uri, self.model_name)
 
 
+class SearchIndexResource(dg.ConfigurableResource):
+    """The local manual search: a hybrid BM25 + embedding index saved under PCB_HOME/knowledge/sop_index."""
+
+    index_dir: str
+
+    def publish(self, chunks) -> str:
+        from pcb_pipeline.knowledge.api import build_sop_index
+
+        build_sop_index(chunks, Path(self.index_dir))
+        return f"local hybrid index at {self.index_dir}"
+
+    def ask(self, question: str, category: str | None = None) -> dict:
+        from pcb_pipeline.knowledge.api import ask_manuals, default_manual_search
+
+        return ask_manuals(question, category, search=default_manual_search(Path(self.index_dir)))
+
+
 def local_resources(min_map50: float | None = None) -> dict:
     p = settings.configure()
     registry = RegistryResource(tracking_uri=p.mlflow_uri)
@@ -60,4 +77,5 @@ def local_resources(min_map50: float | None = None) -> dict:
         "warehouse": WarehouseResource(path=str(p.warehouse)),
         "trainer": TrainingResource(work_dir=str(p.work)),
         "registry": registry,
+        "search_index": SearchIndexResource(index_dir=str(p.home / "knowledge" / "sop_index")),
     }
