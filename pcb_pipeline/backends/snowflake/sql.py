@@ -117,13 +117,21 @@ def insert_select(table: str, source: str, columns: list[str], variant: set[str]
 
 
 def merge(table: str, source: str, key_columns: list[str], columns: list[str], variant: set[str]) -> str:
+    """MERGE from the staging table; semi-structured columns are parsed in a subquery source, so the MERGE itself
+    only moves plain column values (fakesnow's MERGE only carries columns referenced directly)."""
     on = " AND ".join(f"t.{identifier(k)} = s.{identifier(k)}" for k in key_columns)
     updates = [c for c in columns if c not in key_columns]
     cols = ", ".join(identifier(c) for c in columns)
-    values = ", ".join(_value(c, variant, "s.") for c in columns)
-    sql = f"MERGE INTO {identifier(table)} AS t USING {identifier(source)} AS s ON {on}"
+    values = ", ".join(f"s.{identifier(c)}" for c in columns)
+    if any(c.upper() in variant for c in columns):
+        parsed = ", ".join(f"{_value(c, variant)} AS {identifier(c)}" if c.upper() in variant else identifier(c)
+                           for c in columns)
+        using = f"(SELECT {parsed} FROM {identifier(source)})"
+    else:
+        using = identifier(source)
+    sql = f"MERGE INTO {identifier(table)} AS t USING {using} AS s ON {on}"
     if updates:
-        sets = ", ".join(f"{identifier(c)} = {_value(c, variant, 's.')}" for c in updates)
+        sets = ", ".join(f"{identifier(c)} = s.{identifier(c)}" for c in updates)
         sql += f" WHEN MATCHED THEN UPDATE SET {sets}"
     return sql + f" WHEN NOT MATCHED THEN INSERT ({cols}) VALUES ({values})"
 

@@ -57,11 +57,8 @@ class SnowflakeStage:
         local = Path(local)
         if not local.is_file():
             raise FileNotFoundError(f"no such local file: {local}")
-        try:
-            needs_copy = local.name != target.name or bool(sql.LOCAL_PATH_UNSAFE.search(local.resolve().as_posix()))
-        except sql.UnsafeNameError:
-            needs_copy = True
-        if needs_copy:
+        # PUT keeps the local name, and the quoted file URI cannot carry quotes or glob characters: copy when needed
+        if local.name != target.name or sql.LOCAL_PATH_UNSAFE.search(local.resolve().as_posix()):
             with tempfile.TemporaryDirectory(prefix="pcb-put-") as tmp:
                 renamed = Path(tmp) / target.name
                 shutil.copyfile(local, renamed)

@@ -12,7 +12,6 @@ backends.
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 
 import pandas as pd
 
@@ -121,9 +120,3 @@ class SnowflakeWarehouse:
             finally:
                 cur.execute(sql.drop_table(temp))
         return len(rows)
-
-
-def tables_sql_path() -> Path:
-    from pcb_pipeline.backends.sqlutil import SQL_DIR
-
-    return SQL_DIR / "tables.sql"

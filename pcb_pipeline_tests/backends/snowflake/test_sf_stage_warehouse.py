@@ -143,6 +143,18 @@ def test_upsert_merges_by_key(wh, fake_account):
     assert wh.upsert("PCB_METADATA", ["board_id"], rows.iloc[:0]) == 0
 
 
+def test_upsert_parses_variant_columns(wh, fake_account):
+    rows = _logs("u", 3)
+    wh.upsert("DEFECT_LOGS", ["inference_id"], rows)
+    wh.upsert("DEFECT_LOGS", ["inference_id"], rows.assign(confidence_score=0.5))
+    out = wh.query("SELECT COUNT(*) AS n, MIN(confidence_score) AS c, MAX(bounding_box_coordinates[3]) AS y2 "
+                   "FROM DEFECT_LOGS")
+    assert (out["n"][0], out["c"][0], float(out["y2"][0])) == (3, 0.5, 4.0)
+    merge = [s for s in fake_account.statements() if s.startswith("MERGE INTO DEFECT_LOGS")][0]
+    assert "USING (SELECT inference_id, batch_id" in merge and "PARSE_JSON(bounding_box_coordinates) AS " \
+        "bounding_box_coordinates" in merge
+
+
 def test_golden_query_and_lower_case_columns(wh):
     wh.replace_rows("DEFECT_LOGS", "batch_id", "a", _logs("a", 3))
     wh.replace_rows("DEFECT_LOGS", "batch_id", "old", _logs("old", 2, days_ago=10))
