@@ -2,6 +2,7 @@
 wraps `load_detector` in st.cache_resource). ONNX Runtime is used when best.onnx sits beside best.pt."""
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -31,11 +32,27 @@ def champion_weights(version=None) -> Path:
     return registry().download_weights(version, settings.paths().work / "app" / "champion")
 
 
-def load_detector(weights: Path, warm_up: bool = True):
+class SerializedDetector:
+    """One Detector shared by every browser session of the process: Streamlit runs sessions in threads, and an
+    Ultralytics model's predictor is not safe to call from two threads at once, so calls take turns."""
+
+    def __init__(self, detector):
+        self._detector = detector
+        self._lock = threading.Lock()
+
+    def predict(self, images, conf=None):
+        with self._lock:
+            return self._detector.predict(images, conf=conf)
+
+    def __getattr__(self, name):  # backend, imgsz, weights, model, conf
+        return getattr(self._detector, name)
+
+
+def load_detector(weights: Path, warm_up: bool = True) -> SerializedDetector:
     """Detector on the fastest available path; one warm-up inference so the first upload is not the slow one."""
     from pcb_pipeline.vision.detector import Detector
 
-    detector = Detector(weights)
+    detector = SerializedDetector(Detector(weights))
     if detector.backend == "onnxruntime":
         import torch
 

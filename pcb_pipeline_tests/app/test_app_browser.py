@@ -106,9 +106,9 @@ def test_upload_a_board_see_boxes_and_a_cited_repair_answer(page, app_url, board
     thumb.press("Home")
     page.get_by_text("defect(s) at confidence 0.00 or above").wait_for()
     _wait_idle(page)
-    image = page.locator('[data-testid="stImage"] img').first
-    image.wait_for()
-    assert image.evaluate("img => img.complete && img.naturalWidth") > 0
+    page.locator('[data-testid="stImage"] img').first.wait_for()
+    page.wait_for_function("""() => { const img = document.querySelector('[data-testid="stImage"] img');
+                                      return img !== null && img.complete && img.naturalWidth > 0; }""")
     table = page.locator('[data-testid="stDataFrame"]').first
     table.wait_for()
     summary = page.get_by_text("defect(s) at confidence 0.00 or above").inner_text()
