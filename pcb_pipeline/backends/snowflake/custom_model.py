@@ -68,15 +68,14 @@ class PCBDefectDetectorModel(custom_model.CustomModel):
     def load_detector(self):
         """Loaded on first use, once per process (ONNX Runtime when the export is present, else PyTorch)."""
         if self._detector is None:
-            from pcb_pipeline.vision.detector import Detector, training_imgsz
+            from pcb_pipeline.vision.detector import Detector
 
             weights = Path(self.context.path("weights"))
             onnx = self.context.artifacts.get("onnx")
-            imgsz = training_imgsz(weights)
-            if onnx and Path(onnx).is_file():
-                self._detector = Detector(Path(onnx), imgsz=imgsz)
-            else:
-                self._detector = Detector(weights, prefer_onnx=False, imgsz=imgsz)
+            # the registry keeps both artifacts in one folder, so the detector finds best.pt beside best.onnx (the
+            # training image size) just as it does on the stage
+            self._detector = (Detector(Path(onnx)) if onnx and Path(onnx).is_file()
+                              else Detector(weights, prefer_onnx=False))
         return self._detector
 
     @custom_model.inference_api
