@@ -113,9 +113,68 @@ def cmd_evaluate(args) -> int:
     split = Path(args.split)
     if not split.is_absolute() and not split.exists():
         split = Path(args.deeppcb_root) / "PCBData" / args.split
-    report = evaluate_split(Path(args.weights) if args.weights else _champion_weights(), split)
-    print(json.dumps(report, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in report.items()))
+    if not split.is_file():
+        print(f"error: split file not found: {split}", file=sys.stderr)
+        return 2
+    if args.publish and args.weights:
+        print("error: --publish stores the report beside the registered champion; leave out --weights",
+              file=sys.stderr)
+        return 2
+    weights = Path(args.weights) if args.weights else _champion_weights()
+    if not weights.is_file():
+        print(f"error: model weights not found: {weights}", file=sys.stderr)
+        return 2
+    report = evaluate_split(weights, split, val_groups=args.val_groups, val_fraction=args.val_fraction,
+                            aoi=not args.no_aoi, target_recalls=tuple(args.target_recall or (0.90,)),
+                            aoi_workers=args.aoi_workers)
+    text = json.dumps(report, indent=2, default=str)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text + "\n")
+    if args.publish:  # where the dashboard looks for the false-call figures (app.data.load_false_call_figures)
+        import tempfile
+
+        from pcb_pipeline.backends.factory import registry, stage
+
+        run_id = registry().champion().run_id
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(tmp) / "evaluation.json"
+            local.write_text(text + "\n")
+            report["published"] = stage().put_file(local, f"models/{run_id}/evaluation.json")
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+    else:
+        _print_evaluation(report)
     return 0
+
+
+def _print_evaluation(r: dict) -> None:
+    """A short human-readable summary (the full figures: --json)."""
+    print(f"{r['images']} images ({r['subset']}), weights {r['weights']}, backend {r['backend']}")
+    print(f"ultralytics: mAP50 {r['map50']:.3f}  mAP50-95 {r['map50_95']:.3f}  P {r['precision']:.3f}  "
+          f"R {r['recall']:.3f}")
+    for name, v in r["per_class"].items():
+        print(f"  {name:<10} AP50 {v['ap50']:.3f}  AP50-95 {v['ap50_95']:.3f}")
+    d = r["deeppcb_protocol"]
+    bf = d["best_f"]
+    print(f"Deep PCB protocol (IoU > {d['iou_threshold']}): mAP {d['map']:.3f}  best F {bf['f']:.3f} at score >= "
+          f"{bf['threshold'] if bf['threshold'] is None else round(bf['threshold'], 4)}  class-agnostic AP "
+          f"{d['class_agnostic']['ap']:.3f}")
+    f = r["false_calls_per_board"]
+    print(f"false calls per board (class-agnostic): model at conf 0.25 {f['model_at_default_conf']:.3f}, at best F "
+          f"{f['model_at_best_f'] if f['model_at_best_f'] is None else round(f['model_at_best_f'], 3)}")
+    if r.get("aoi_baseline") is None:
+        print(f"legacy AOI baseline: not run ({r.get('aoi_skipped', 'no templates')})")
+        return
+    op = r["aoi_baseline"]["operating"]
+    print(f"legacy AOI ({r['aoi_baseline']['n_images']} pairs): recall {op['recall']:.3f}  precision "
+          f"{op['precision']:.3f}  false calls/board {op['false_calls_per_board']:.3f}")
+    for k, v in r["fpr_reduction"].items():
+        if isinstance(v, dict):
+            red = "n/a" if v["fpr_reduction"] is None else f"{v['fpr_reduction']:+.2f}"
+            print(f"  {k} (recall {v['target_recall']:.3f}): false calls/board model "
+                  f"{v['model_false_calls_per_board']:.3f} vs AOI {v['aoi_false_calls_per_board']:.3f}; fpr model "
+                  f"{v['model_fpr']:.3f} vs AOI {v['aoi_fpr']:.3f}; fpr_reduction {red}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -148,10 +207,22 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--json", action="store_true")
     pr.set_defaults(func=cmd_predict)
 
-    e = sub.add_parser("evaluate", help="evaluate weights on a Deep PCB split file")
+    e = sub.add_parser("evaluate", help="evaluate weights on a Deep PCB split file (ultralytics mAP, the Deep PCB "
+                                        "protocol, the legacy AOI baseline at matched recall)")
     e.add_argument("--deeppcb-root", required=True)
     e.add_argument("--split", required=True, help="split file (path, or a name under DEEPPCB_ROOT/PCBData)")
-    e.add_argument("--weights")
+    e.add_argument("--weights", help="a .pt or .onnx file; default: the registered champion")
+    e.add_argument("--val-groups", action="store_true",
+                   help="evaluate only the group-split validation part of the split (deeppcb.group_split)")
+    e.add_argument("--val-fraction", type=float, default=0.2, help="with --val-groups: share of boards (0.2)")
+    e.add_argument("--target-recall", type=float, action="append", metavar="R",
+                   help="matched recall for the model-vs-AOI comparison besides the AOI's own (repeatable; 0.90)")
+    e.add_argument("--no-aoi", action="store_true", help="skip the legacy AOI baseline")
+    e.add_argument("--aoi-workers", type=int, default=None, help="processes for the AOI baseline (default 2)")
+    e.add_argument("--out", help="also write the JSON report to this file")
+    e.add_argument("--publish", action="store_true",
+                   help="store the report beside the champion on the stage (models/<run_id>/evaluation.json), "
+                        "where the dashboard reads the false-call figures")
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=cmd_evaluate)
     return p

@@ -33,31 +33,69 @@ def training_imgsz(weights: Path, default: int = 640) -> int:
 
 
 class Detector:
-    def __init__(self, weights: Path | str, conf: float = 0.25, prefer_onnx: bool = True, imgsz: int | None = None):
-        from ultralytics import YOLO
+    """A trained detector behind one interface.
 
+    ``backend`` is ``"onnxruntime"`` when an ONNX export is used (``weights`` is a .onnx file, or ``prefer_onnx`` and a
+    ``.onnx`` sits beside the ``.pt``): then the lean path in ``onnx_runtime`` runs it (cv2 letterbox, one ONNX
+    Runtime session, numpy NMS; neither ultralytics nor torch is imported). Otherwise ``"torch"``: ultralytics'
+    PyTorch predict. Both give the same boxes (tests/vision/test_onnx_runtime.py).
+    """
+
+    def __init__(self, weights: Path | str, conf: float = 0.25, prefer_onnx: bool = True, imgsz: int | None = None,
+                 *, iou: float = 0.7, max_det: int = 300, threads: int | None = None):
         weights = Path(weights)
         if not weights.is_file():
             raise FileNotFoundError(f"model weights not found: {weights}")
         onnx = weights.with_suffix(".onnx")
         self.backend = "onnxruntime" if (weights.suffix == ".onnx" or (prefer_onnx and onnx.is_file())) else "torch"
         self.weights = onnx if self.backend == "onnxruntime" else weights
-        if imgsz is None:
-            pt = weights.with_suffix(".pt")
-            imgsz = training_imgsz(pt) if pt.is_file() else 640
-        self.imgsz = imgsz
         self.conf = conf
-        self.model = YOLO(str(self.weights), task="detect")
+        self.iou = iou
+        self.max_det = max_det
+        if self.backend == "onnxruntime":
+            from pcb_pipeline.vision.onnx_runtime import OnnxYolo
+
+            self.model = OnnxYolo(self.weights, imgsz=imgsz, threads=threads)
+            # a fixed-size export runs at its own input size whatever was asked (it cannot take another)
+            self.imgsz = self.model.imgsz
+        else:
+            from ultralytics import YOLO
+
+            if imgsz is None:
+                pt = weights.with_suffix(".pt")
+                imgsz = training_imgsz(pt) if pt.is_file() else 640
+            self.imgsz = imgsz
+            self.model = YOLO(str(self.weights), task="detect")
 
     def predict(self, images: list[np.ndarray | Path], conf: float | None = None) -> list[list[Detection]]:
         """Detect defects; images are BGR arrays or paths (decoded with clear errors)."""
-        arrays = [read_image(im) if isinstance(im, (str, Path)) else im for im in images]
+        conf = self.conf if conf is None else conf
         out = []
-        for arr in arrays:  # one at a time: the ONNX export has a fixed batch of 1
-            res = self.model.predict(arr, imgsz=self.imgsz, conf=self.conf if conf is None else conf,
-                                     device="cpu", verbose=False)[0]
-            out.append(_detections(res))
+        for im in images:  # one at a time: the ONNX export has a fixed batch of 1
+            arr = read_image(im) if isinstance(im, (str, Path)) else im
+            out.append(_rows_to_detections(self.predict_rows(arr, conf)))
         return out
+
+    def predict_rows(self, image: np.ndarray, conf: float | None = None, timings: dict | None = None) -> np.ndarray:
+        """One decoded BGR image -> (N, 6) float array x1 y1 x2 y2 score class (unrounded), highest score first."""
+        conf = self.conf if conf is None else conf
+        if self.backend == "onnxruntime":
+            return self.model.predict(image, conf=conf, iou=self.iou, max_det=self.max_det, timings=timings)
+        res = self.model.predict(image, imgsz=self.imgsz, conf=conf, iou=self.iou, max_det=self.max_det,
+                                 device="cpu", verbose=False)[0]
+        if timings is not None:
+            for k, v in res.speed.items():
+                timings[k] = timings.get(k, 0.0) + v / 1000.0
+        b = res.boxes
+        if not len(b):
+            return np.zeros((0, 6), dtype=np.float32)
+        return np.concatenate([b.xyxy.cpu().numpy(), b.conf.cpu().numpy()[:, None],
+                               b.cls.cpu().numpy()[:, None]], axis=1).astype(np.float32)
+
+
+def _rows_to_detections(rows: np.ndarray) -> list[Detection]:
+    return [Detection(int(r[5]), CLASS_NAMES[int(r[5])], round(float(r[4]), 4), *(round(float(v), 1) for v in r[:4]))
+            for r in rows]
 
 
 def _detections(result) -> list[Detection]:
