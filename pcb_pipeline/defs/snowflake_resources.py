@@ -160,11 +160,18 @@ def snowflake_connection(s: SnowflakeSettings, env=None) -> SnowflakeResource:
 
 
 def snowflake_resources(env=None) -> dict:
-    """{"stage", "warehouse", "trainer", "registry"} on Snowflake; raises SnowflakeConfigError on bad settings."""
+    """The keys of local_resources(), on Snowflake; raises SnowflakeConfigError on bad settings.
+
+    "search_index" (manual search) is still the local index here: the Cortex Search side lives in
+    pcb_pipeline.knowledge.snowflake_search and is wired by its own resource when that lands.
+    """
+    from pcb_pipeline.defs.resources import SearchIndexResource
+
     s = from_env(env)
     sf = snowflake_connection(s, env)
     p = settings.configure()
     return {
+        "search_index": SearchIndexResource(index_dir=str(p.home / "knowledge" / "sop_index")),
         "stage": SnowflakeStageResource(snowflake=sf, stage_name=s.stage),
         "warehouse": SnowflakeWarehouseResource(snowflake=sf),
         "trainer": SnowflakeTrainingResource(snowflake=sf, compute_pool=s.compute_pool, job_stage=s.job_stage,

@@ -35,7 +35,10 @@ def test_definitions_load_with_snowflake_resources(fake_account, monkeypatch):
     try:
         module = importlib.reload(definitions)
         res = module.defs.resources
-        assert {k: type(v) for k, v in res.items()} == {
+        from pcb_pipeline.defs.resources import local_resources
+
+        assert set(res) == set(local_resources())
+        assert {k: type(res[k]) for k in ("stage", "warehouse", "trainer", "registry")} == {
             "stage": SnowflakeStageResource, "warehouse": SnowflakeWarehouseResource,
             "trainer": SnowflakeTrainingResource, "registry": SnowflakeRegistryResource}
         assert module.defs.resolve_job_def("pcb_pipeline_job") is not None
