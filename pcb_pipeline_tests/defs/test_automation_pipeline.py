@@ -16,7 +16,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import dagster as dg
-import mlflow
 import pytest
 import yaml
 
@@ -309,7 +308,7 @@ def test_nightly_worse_model_is_not_promoted_and_the_reason_is_visible(retrain_w
     assert md["promoted"].value is False and md["version"].value == "2"
     assert "regresses against champion v1" in md["promotion_reason"].value
     assert w.registry().champion().version == "1"
-    tag = mlflow.MlflowClient(w.tracking_uri).get_model_version("pcb_defect_detector", "2").tags["promotion"]
+    tag = w.client().get_model_version("pcb_defect_detector", "2").tags["promotion"]
     assert tag.startswith("rejected: mAP50 0.4000 regresses")
     assert check_results(res)["model_gate"] is True  # the champion (v1) is still sound
     gate = next(e for e in res.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"
@@ -334,7 +333,7 @@ def test_nightly_failed_training_leaves_the_champion_untouched_and_is_reported(r
                                                                                 monkeypatch):
     w = retrain_world
     champion_before = w.registry().champion()
-    versions_before = len(mlflow.MlflowClient(w.tracking_uri).search_model_versions("name='pcb_defect_detector'"))
+    versions_before = len(w.client().search_model_versions("name='pcb_defect_detector'"))
     monkeypatch.setenv("PCB_FAILURE_LOG", str(tmp_path / "failures.jsonl"))
     with dg.instance_for_test() as instance:
         res = _nightly(w, _trainer(w, fail_times=99, token="hard"), instance)
@@ -346,7 +345,7 @@ def test_nightly_failed_training_leaves_the_champion_untouched_and_is_reported(r
                                                  dagster_run=res.dagster_run).for_run_failure()
         run_failure_reporter(ctx)
     assert w.registry().champion() == champion_before
-    assert len(mlflow.MlflowClient(w.tracking_uri).search_model_versions("name='pcb_defect_detector'")) == \
+    assert len(w.client().search_model_versions("name='pcb_defect_detector'")) == \
         versions_before
     records = [json.loads(line) for line in failure_log_path().read_text().splitlines()]
     assert len(records) == 1

@@ -115,6 +115,12 @@ class World:
                    PYTHONPATH=str(REPO))
         return env
 
+    def client(self):
+        """An MLflow client on this world's tracking store *and* registry (the registry URI is process-global)."""
+        import mlflow
+
+        return mlflow.MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+
     def instance(self) -> dg.DagsterInstance:
         return dg.DagsterInstance.from_config(str(self.dagster_home))
 
@@ -207,7 +213,7 @@ def snapshot(world: World) -> dict:
     'nothing was lost or changed' assertions."""
     import hashlib
 
-    wh = world.warehouse()
+    wh = DuckDBWarehouse(world.warehouse_path)
     tables = {}
     for t in ("DEFECT_LOGS", "BOARD_INSPECTIONS", "PCB_METADATA"):
         df = wh.query(f"SELECT * FROM {t}")
@@ -216,7 +222,12 @@ def snapshot(world: World) -> dict:
     for p in sorted(world.stage_root.rglob("*")):
         if p.is_file():
             files[p.relative_to(world.stage_root).as_posix()] = hashlib.md5(p.read_bytes()).hexdigest()
-    champ = world.registry().champion()
-    restore_session_mlflow()
-    return {"tables": tables, "files": files, "champion": champ.version if champ else None}
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        champ = world.client().get_model_version_by_alias("pcb_defect_detector", "champion").version
+    except MlflowException:
+        champ = None
+    return {"tables": tables, "files": files, "champion": champ}
 
