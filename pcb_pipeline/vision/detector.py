@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 
 from pcb_pipeline.core.classes import CLASS_NAMES
-from pcb_pipeline.core.images import read_image
 
 
 @dataclass(frozen=True)
@@ -69,10 +68,12 @@ class Detector:
 
     def predict(self, images: list[np.ndarray | Path], conf: float | None = None) -> list[list[Detection]]:
         """Detect defects; images are BGR arrays or paths (decoded with clear errors)."""
+        from pcb_pipeline.vision.batch import fast_read_image  # read_image's pixels and errors, faster
+
         conf = self.conf if conf is None else conf
         out = []
         for im in images:  # one at a time: the ONNX export has a fixed batch of 1
-            arr = read_image(im) if isinstance(im, (str, Path)) else im
+            arr = fast_read_image(im) if isinstance(im, (str, Path)) else im
             out.append(_rows_to_detections(self.predict_rows(arr, conf)))
         return out
 
