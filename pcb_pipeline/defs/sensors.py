@@ -21,8 +21,12 @@ Each tick lists the stage's `uploads/` folder (a directory locally, LIST on a Sn
 The durable state is Dagster's: the dynamic partitions and the runs' tags (`dagster/run_key`, `pcb/content_md5`); the
 cursor only avoids re-reading files. Uploads wait (the cursor does not move) while there is no champion model.
 
+Correctness does not depend on the lookback window: a file behind it that is not yet a partition (a late arrival,
+e.g. copied with its old mtime preserved) is still evaluated; the window only bounds the cursor (about 50 bytes per
+file inside it).
+
 Settings (environment, read when the code location loads): PCB_UPLOAD_SETTLE_S (2), PCB_UPLOAD_STABLE_S (30),
-PCB_UPLOAD_LOOKBACK_S (3600), PCB_UPLOAD_MAX_RUNS_PER_TICK (100), PCB_UPLOAD_SENSOR_INTERVAL_S (15),
+PCB_UPLOAD_LOOKBACK_S (600), PCB_UPLOAD_MAX_RUNS_PER_TICK (100), PCB_UPLOAD_SENSOR_INTERVAL_S (15),
 PCB_UPLOAD_SENSOR (running | stopped).
 
 Run-failure sensor (`run_failure_reporter`, code location pcb_pipeline, watches every location)
@@ -66,10 +70,10 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 class UploadSensorSettings:
     settle_s: float = 2.0  # not read until last_modified is this old
     stable_s: float = 30.0  # younger than this: must also look the same on two consecutive ticks
-    lookback_s: float = 3600.0  # how far behind the high-water mark files are still tracked in the cursor
+    lookback_s: float = 600.0  # how far behind the high-water mark files are still tracked in the cursor
     max_runs_per_tick: int = 100  # bursts are drained over several ticks, oldest first
     tick_budget_s: float = 40.0  # stop hashing after this long (Dagster times a sensor out at 60 s)
-    max_rejected_remembered: int = 5000
+    max_rejected_remembered: int = 2000  # bad files reported once; beyond this many, oldest are re-checked
     interval_s: int = 15
     running: bool = True
     wait_for_champion: bool = True
@@ -94,7 +98,7 @@ class UploadSensorSettings:
         if state not in ("running", "stopped"):
             raise ValueError(f"PCB_UPLOAD_SENSOR={state!r} must be 'running' or 'stopped'")
         return cls(settle_s=num("PCB_UPLOAD_SETTLE_S", 2.0), stable_s=num("PCB_UPLOAD_STABLE_S", 30.0),
-                   lookback_s=num("PCB_UPLOAD_LOOKBACK_S", 3600.0),
+                   lookback_s=num("PCB_UPLOAD_LOOKBACK_S", 600.0),
                    max_runs_per_tick=num("PCB_UPLOAD_MAX_RUNS_PER_TICK", 100, int, 1),
                    interval_s=num("PCB_UPLOAD_SENSOR_INTERVAL_S", 15, int, 1), running=state == "running")
 

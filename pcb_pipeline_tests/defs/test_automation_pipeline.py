@@ -108,9 +108,25 @@ def test_heldout_defect_logs_rerun_is_identical(world):
     assert len(table_state(world, "heldout")["BOARD_INSPECTIONS"]) == 3
 
 
+# One partition run in its own process, on the world's PCB_HOME and Dagster instance (what the run launcher does).
+PARTITION_RUNNER = """
+import sys
+import dagster as dg
+from pcb_pipeline import settings
+settings.configure()
+from pcb_pipeline.defs.assets import upload_defect_logs
+from pcb_pipeline.defs.quality_checks import upload_checks
+from pcb_pipeline.defs.resources import local_resources
+result = dg.materialize([upload_defect_logs, *upload_checks], partition_key=sys.argv[1],
+                        instance=dg.DagsterInstance.get(), resources=local_resources(),
+                        run_config={"ops": {"upload_defect_logs": {"config": {"confidence": 0.0001}}}})
+sys.exit(0 if result.success else 1)
+"""
+
+
 def test_two_partitions_at_once_while_another_process_holds_the_warehouse(world):
-    """DuckDB allows one writing process. Hold its lock from a third process, start two partition runs through the
-    CLI, let go once both are waiting: both must land intact, and no earlier row may change."""
+    """DuckDB allows one writing process. Hold its lock from a third process, start two partition runs in two more
+    processes, let go once both are waiting: both must land intact, and no earlier row may change."""
     for name, seed in (("c1.jpg", 71), ("c2.jpg", 72)):
         world.upload(name, support.jpeg_bytes(seed, 160))
     inst = world.instance()
@@ -126,9 +142,7 @@ def test_two_partitions_at_once_while_another_process_holds_the_warehouse(world)
     runs, outputs = [], []
     try:
         for key in ("c1.jpg", "c2.jpg"):
-            p = subprocess.Popen([str(Path(sys.executable).parent / "dagster"), "asset", "materialize", "-m",
-                                  "pcb_pipeline.upload_definitions", "--select", "upload_defect_logs", "--partition",
-                                  key, "--config-json", json.dumps(TINY)], cwd=REPO, env=world.env(),
+            p = subprocess.Popen([sys.executable, "-c", PARTITION_RUNNER, key], cwd=REPO, env=world.env(),
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             lines: list[str] = []
             threading.Thread(target=lambda p=p, lines=lines: lines.extend(p.stdout), daemon=True).start()
@@ -357,22 +371,24 @@ def test_nightly_failed_training_leaves_the_champion_untouched_and_is_reported(r
     support.restore_session_mlflow()
 
 
-def test_gate_blocks_inference_in_the_same_run_when_no_model_qualifies(tmp_path):
-    w = support.make_world(tmp_path / "gate_world")  # no champion at all
+def test_gate_blocks_inference_in_the_same_run_when_no_model_qualifies(retrain_world):
+    w = retrain_world  # a model name of its own: no champion at all
+    from pcb_pipeline.backends.mlflow_registry import MLflowRegistry
     from pcb_pipeline.defs.assets import registered_model, trained_detector
     from pcb_pipeline.defs.quality_checks import model_gate
 
     try:
         with dg.instance_for_test() as instance:
             res = dg.materialize([trained_detector, registered_model, defect_logs, model_gate], instance=instance,
-                                 resources=w.resources(min_map50=0.5, trainer=_trainer(w, map50=0.2)),
+                                 resources=w.resources(min_map50=0.5, trainer=_trainer(w, map50=0.2),
+                                                       model_name="gate_test_model"),
                                  raise_on_error=False)
         assert check_results(res) == {"model_gate": False}
         assert "below the threshold" in res.asset_materializations_for_node("registered_model")[0].metadata[
             "promotion_reason"].value
         started = {e.step_key for e in res.all_events if e.event_type_value == "STEP_START"}
         assert "defect_logs" not in started, "a failed blocking gate must stop inference before it starts"
-        assert w.registry().champion() is None
+        assert MLflowRegistry(w.tracking_uri, "gate_test_model").champion() is None
     finally:
         support.restore_session_mlflow()
 

@@ -80,11 +80,13 @@ class World:
     def dagster_home(self) -> Path:
         return self.home / "dagster"
 
-    def resources(self, min_map50: float = 0.5, trainer: TrainingResource | None = None) -> dict:
+    def resources(self, min_map50: float = 0.5, trainer: TrainingResource | None = None,
+                  model_name: str = "pcb_defect_detector") -> dict:
         return {"stage": StageResource(root=str(self.stage_root)),
                 "warehouse": WarehouseResource(path=str(self.warehouse_path)),
                 "trainer": trainer or TrainingResource(work_dir=str(self.home / "work")),
-                "registry": RegistryResource(tracking_uri=self.tracking_uri, min_map50=min_map50)}
+                "registry": RegistryResource(tracking_uri=self.tracking_uri, min_map50=min_map50,
+                                             model_name=model_name)}
 
     def stage(self) -> LocalStage:
         return LocalStage(self.stage_root)
@@ -125,11 +127,27 @@ class World:
         return dg.DagsterInstance.from_config(str(self.dagster_home))
 
 
+def _empty_mlflow_db() -> Path:
+    """A migrated, empty MLflow sqlite store, made once per session (creating one costs seconds of migrations)."""
+    target = settings.paths().home / "test_assets" / "empty_mlflow.db"
+    if not target.is_file():
+        import mlflow
+
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}")
+        mlflow.MlflowClient(f"sqlite:///{tmp}").search_experiments()
+        os.replace(tmp, target)
+    return target
+
+
 def make_world(home: Path) -> World:
+    import shutil
+
     w = World(Path(home))
     for d in (w.stage_root, w.home / "mlflow" / "artifacts", w.dagster_home, w.home / "work"):
         d.mkdir(parents=True, exist_ok=True)
     (w.dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    shutil.copyfile(_empty_mlflow_db(), w.home / "mlflow" / "mlflow.db")
     import mlflow
 
     client = mlflow.MlflowClient(w.tracking_uri)
