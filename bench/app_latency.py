@@ -8,7 +8,8 @@ What is timed, per board image (JPEG bytes as uploaded), interleaved so that loa
            confidence floor + drawing the boxes above the slider's default confidence (0.25)
   app+img  the same plus what st.image then does with the array (BGR->RGB, JPEG encode at quality 100 with Streamlit's
            own helper), i.e. everything the server does before the browser receives the picture
-  raw      the model call alone on an already decoded array: Ultralytics predict at conf 0.25 (same backend)
+  raw      the model call alone on an already decoded array: Detector.predict_rows at conf 0.25 (same backend:
+           the ONNX Runtime session with its letterbox/NMS, or Ultralytics predict for PyTorch)
 Ratio = app / raw (medians). The model is loaded once (as st.cache_resource does), then warmed up.
 
 Weights: --weights (a .pt with best.onnx beside it, or an .onnx), else the registered champion of PCB_HOME (what
@@ -117,9 +118,8 @@ def run(args) -> dict:
         return image_utils._np_array_to_bytes(np.ascontiguousarray(vision.for_display(annotated)[:, :, ::-1]),
                                               output_format="JPEG")
 
-    def raw(i):
-        return detector.model.predict(decoded[i % len(decoded)], imgsz=detector.imgsz, conf=0.25, device="cpu",
-                                      verbose=False)
+    def raw(i):  # the detector's own model call on a decoded array (ONNX Runtime session or Ultralytics predict)
+        return detector.predict_rows(decoded[i % len(decoded)], conf=0.25)
 
     for i in range(3):  # warm-up of every path
         app(i), app_img(i), raw(i)

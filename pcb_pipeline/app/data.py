@@ -212,12 +212,14 @@ def parse_false_call_report(report: dict, source: str = "") -> FalseCallFigures 
         return None
     aoi = report.get("aoi_baseline")
     nested = aoi if isinstance(aoi, dict) and ("baseline" in aoi or "fpr_reduction" in aoi) else {}
-    reduction = _num(report.get("fpr_reduction", nested.get("fpr_reduction")))
+    top = _num(report.get("fpr_reduction"))  # `evaluate` puts a per-recall dict here and the headline in aoi_baseline
+    reduction = top if top is not None else _num(nested.get("fpr_reduction"))
     baseline_fpr = _fpr_of(nested.get("baseline")) if nested else _fpr_of(aoi)
     model_fpr = _fpr_of(nested.get("model")) if nested.get("model") is not None else _fpr_of(report.get("model"))
     if reduction is None and model_fpr is not None and baseline_fpr:
         reduction = 1.0 - model_fpr / baseline_fpr
-    recall = _num(report.get("target_recall", nested.get("target_recall")))
+    recall = _num(report.get("target_recall"))
+    recall = recall if recall is not None else _num(nested.get("target_recall"))
     return FalseCallFigures(model_fpr, baseline_fpr, reduction, recall, source)
 
 

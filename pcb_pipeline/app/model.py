@@ -2,6 +2,7 @@
 wraps `load_detector` in st.cache_resource). ONNX Runtime is used when best.onnx sits beside best.pt."""
 from __future__ import annotations
 
+import sys
 import threading
 from pathlib import Path
 
@@ -53,10 +54,9 @@ def load_detector(weights: Path, warm_up: bool = True) -> SerializedDetector:
     from pcb_pipeline.vision.detector import Detector
 
     detector = SerializedDetector(Detector(weights))
-    if detector.backend == "onnxruntime":
-        import torch
-
-        torch.set_num_threads(1)  # ONNX Runtime uses both cores itself; torch only does pre/post-processing here
+    if detector.backend == "onnxruntime" and "torch" in sys.modules:
+        # ONNX Runtime uses the cores itself; torch (loaded by something else in this process) stays out of its way
+        sys.modules["torch"].set_num_threads(1)
     if warm_up:
         detector.predict([np.zeros((detector.imgsz, detector.imgsz, 3), dtype=np.uint8)])
     return detector

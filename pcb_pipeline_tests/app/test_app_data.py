@@ -123,6 +123,19 @@ def test_false_call_report_shapes():
     assert not data.parse_false_call_report({"aoi_baseline": None}).measured
 
 
+def test_false_call_figures_from_the_evaluate_report_shape():
+    """`pcb-pipeline evaluate --publish` (vision.evaluate): headline comparison inside aoi_baseline, a per-recall
+    dict under fpr_reduction; and both None when the AOI baseline was not run."""
+    headline = {"target_recall": 0.71, "model": {"fpr": 0.05, "false_calls_per_board": 0.2},
+                "baseline": {"fpr": 0.25, "false_calls_per_board": 1.1}, "fpr_reduction": 0.8}
+    report = {"map50": 0.9, "aoi_baseline": {"operating": {"recall": 0.71}, **headline},
+              "fpr_reduction": {"class_agnostic": True, "at_aoi_operating_recall": {"fpr_reduction": 0.8}}}
+    f = data.parse_false_call_report(report, "models/run/evaluation.json")
+    assert (f.model_fpr, f.baseline_fpr, f.fpr_reduction, f.target_recall) == (0.05, 0.25, 0.8, 0.71)
+    none = data.parse_false_call_report({"aoi_baseline": None, "fpr_reduction": None, "aoi_skipped": "no templates"})
+    assert none is not None and not none.measured
+
+
 def test_false_call_figures_from_the_stage(tmp_path):
     stage = LocalStage(tmp_path / "stage")
     assert data.load_false_call_figures(stage, "run1", tmp_path) is None  # "not measured"
