@@ -24,5 +24,8 @@ test: $(STAMP)
 ui: $(STAMP)
 	PCB_HOME=$${PCB_HOME:-$(CURDIR)/.pcb_home} DAGSTER_HOME=$${PCB_HOME:-$(CURDIR)/.pcb_home}/dagster $(BIN)/dagster dev -w workspace.yaml
 
+app: $(STAMP)
+	$(BIN)/pcb-pipeline app
+
 clean:
 	rm -rf .pcb_home

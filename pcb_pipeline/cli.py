@@ -177,6 +177,12 @@ def _print_evaluation(r: dict) -> None:
                   f"{v['model_fpr']:.3f} vs AOI {v['aoi_fpr']:.3f}; fpr_reduction {red}")
 
 
+def cmd_app(args) -> int:
+    from pcb_pipeline.app.launch import launch
+
+    return launch(host=args.host, port=args.port)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pcb-pipeline", description="PCB defect intelligence pipeline")
     sub = p.add_subparsers(dest="command", required=True)
@@ -199,6 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--category", help="manuals only: a defect category (Etching, Soldering, ...) or class")
     a.add_argument("--json", action="store_true")
     a.set_defaults(func=cmd_ask)
+
+    ap = sub.add_parser("app", help="start the Streamlit app (Executive Dashboard, Vision Lab)")
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=8501)
+    ap.set_defaults(func=cmd_app)
 
     pr = sub.add_parser("predict", help="detect defects in board images")
     pr.add_argument("images", nargs="+")

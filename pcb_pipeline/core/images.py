@@ -38,9 +38,11 @@ def decode_image(data: bytes, name: str = "image") -> np.ndarray:
             rgb = im.convert("RGB")
     except BadImageError:
         raise
+    except Image.DecompressionBombError:
+        raise BadImageError(f"{name}: image is too large (limit {MAX_PIXELS:,} pixels)") from None
     except UnidentifiedImageError:
         raise BadImageError(f"{name}: not an image (no known image format)") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    except (OSError, SyntaxError, ValueError) as e:
         raise BadImageError(f"{name}: corrupt or truncated image ({e})") from None
     if min(rgb.size) < 32:
         raise BadImageError(f"{name}: {rgb.width}x{rgb.height} is too small to inspect (minimum 32 px per side)")

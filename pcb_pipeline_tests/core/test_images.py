@@ -52,3 +52,9 @@ def test_huge_image_refused_before_decoding(monkeypatch):
 def test_grayscale_and_rgba_become_bgr(mode):
     arr = decode_image(_png(mode), "ok.png")
     assert arr.shape == (48, 64, 3) and arr.dtype == np.uint8
+
+
+def test_decompression_bomb_is_too_large_not_corrupt(monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # PIL raises DecompressionBombError above 2x this
+    with pytest.raises(BadImageError, match="too large"):
+        decode_image(_jpeg((64, 64)), "bomb.jpg")
