@@ -354,9 +354,10 @@ def plan_uploads(files: Iterable, cursor: UploadCursor, now: float, s: UploadSen
 
 def stage_reader(st) -> Callable[[object], bytes]:
     """Read a listed file's bytes: straight from disk for the local stage, else through GET into a temp folder."""
-    local_path = getattr(st, "path", None)
-    if callable(local_path):
-        return lambda f: Path(local_path(f.path)).read_bytes()
+    from pcb_pipeline.backends.local import LocalStage
+
+    if isinstance(st, LocalStage):
+        return lambda f: st.path(f.path).read_bytes()
 
     def download(f) -> bytes:
         with tempfile.TemporaryDirectory(prefix="upload-sensor-") as tmp:
