@@ -123,10 +123,10 @@ def run_naive(model, paths, db: Path, batch_id: str, imgsz: int, warehouse_api: 
 
 
 def run_raw(detector, blobs) -> float:
-    session, name = detector.model.session, detector.model.input_name
+    model, name = detector.model, detector.model.input_name
     t = time.perf_counter()
     for b in blobs:
-        session.run(None, {name: b})
+        model.session.run(None, {name: b})  # the session the detector would pick now (spinning or not)
     return time.perf_counter() - t
 
 

@@ -4,7 +4,7 @@ It reproduces what ``YOLO(onnx).predict`` does, step by step, with cv2 and numpy
 1. letterbox to the model's fixed input size exactly as ``ultralytics.data.augment.LetterBox`` (scale to fit,
    ``cv2.INTER_LINEAR``, centred grey (114) padding, the same ``round(d - 0.1)`` / ``round(d + 0.1)`` split);
 2. BGR -> RGB, HWC -> CHW, uint8 -> float32 / 255 (numpy, straight into the input array);
-3. one ``InferenceSession.run`` (session created once; thread count chosen for a small CPU);
+3. one ``InferenceSession.run`` (session created once; threads and spinning chosen for a small, shared CPU);
 4. ``non_max_suppression`` as ultralytics does it with ``multi_label=False``: best class per anchor, keep
    ``score > conf``, at most 30 000 candidates by score, class-wise greedy NMS (boxes offset by ``class * 7680``, a box
    is suppressed when its IoU with a kept one is **> iou**), at most ``max_det`` kept;
@@ -31,8 +31,8 @@ PAD_VALUE = 114
 def default_threads() -> int:
     """Intra-op threads: ``PCB_ORT_THREADS`` if set, else every core up to 4 (2 on the 2-core dev box).
 
-    Measured on the 2-core box (bench/bench_latency.py): 2 threads beat 1 by about 1.6x on an idle machine.
-    """
+    On the 2-core box 2 threads win when the other core is free (28-31 ms vs 47 ms per 640 image) and cost nothing
+    measurable when other processes keep it busy (bench/RESULTS.md)."""
     env = os.environ.get("PCB_ORT_THREADS")
     if env:
         return max(1, int(env))
@@ -164,29 +164,32 @@ def postprocess(output: np.ndarray, conf: float, iou: float, max_det: int, lb: L
 
 
 class OnnxYolo:
-    """One ONNX Runtime session for an ultralytics detection export (fixed or dynamic input size)."""
+    """One ONNX Runtime model for an ultralytics detection export (fixed or dynamic input size).
+
+    Thread spinning (idle intra-op workers busy-wait for the next operator) is worth it only when a core is free for
+    them: measured on the 2-core box (bench/RESULTS.md), spinning gives 28 ms vs 36.5 ms per 640 image on a lightly
+    loaded machine, but 118 ms vs 95 ms when other processes keep both cores busy, where the spinning workers steal
+    the time slices of the one doing the work. ``spinning``: True / False fix it; None reads ``PCB_ORT_SPINNING``
+    (``1``, ``0`` or ``auto``, the default): per call, a spinning session while the 1-minute load average leaves a
+    quarter of the cores free, else a non-spinning one (the second session is created on first use; both share the
+    model file, about 20 MB of memory each).
+    """
 
     def __init__(self, path: Path | str, imgsz: int | None = None, threads: int | None = None,
                  spinning: bool | None = None):
-        import onnxruntime as ort
-
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"ONNX model not found: {self.path}")
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads or default_threads()
-        so.inter_op_num_threads = 1
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.log_severity_level = 3
-        if spinning is None:  # busy-waiting workers steal the core other processes (or our decoder) need
-            spinning = os.environ.get("PCB_ORT_SPINNING", "0") == "1"
-        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-        self.threads = so.intra_op_num_threads
-        self.session = ort.InferenceSession(str(self.path), sess_options=so, providers=["CPUExecutionProvider"])
-        inp = self.session.get_inputs()[0]
+        self.threads = threads or default_threads()
+        if spinning is None:
+            env = os.environ.get("PCB_ORT_SPINNING", "auto").strip().lower()
+            spinning = {"1": True, "true": True, "0": False, "false": False}.get(env)
+        self.spinning = spinning  # True, False, or None: decided per call from the load
+        self._sessions: dict[bool, object] = {}
+        first = self._make_session(bool(spinning))
+        inp = first.get_inputs()[0]
         self.input_name = inp.name
-        meta = self.session.get_modelmeta().custom_metadata_map
+        meta = first.get_modelmeta().custom_metadata_map
         self.names = _parse_names(meta.get("names"))
         self.task = meta.get("task", "detect")
         if self.task != "detect":
@@ -199,6 +202,37 @@ class OnnxYolo:
         else:
             self.input_hw = (int(h), int(w))
         self.batch = inp.shape[0] if isinstance(inp.shape[0], int) else None
+
+    def _make_session(self, spin: bool):
+        import onnxruntime as ort
+
+        if spin not in self._sessions:
+            so = ort.SessionOptions()
+            so.intra_op_num_threads = self.threads
+            so.inter_op_num_threads = 1
+            so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            so.log_severity_level = 3
+            so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+            self._sessions[spin] = ort.InferenceSession(str(self.path), sess_options=so,
+                                                        providers=["CPUExecutionProvider"])
+        return self._sessions[spin]
+
+    def spin_now(self) -> bool:
+        """Whether this call should use the spinning session."""
+        if self.spinning is not None:
+            return bool(self.spinning)
+        if self.threads <= 1:
+            return False  # nothing to spin for
+        try:
+            load = os.getloadavg()[0]
+        except OSError:
+            return False
+        return load < 0.75 * (os.cpu_count() or 1)
+
+    @property
+    def session(self):
+        return self._make_session(self.spin_now())
 
     @property
     def imgsz(self) -> int:

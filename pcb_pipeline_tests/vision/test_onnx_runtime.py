@@ -204,3 +204,25 @@ def test_detector_errors_are_clear(tmp_path, smoke_weights):
     bad.write_bytes(b"\xff\xd8\xff\xe0 truncated")
     with pytest.raises(BadImageError, match="bad.jpg"):
         Detector(smoke_weights).predict([bad])
+
+
+def test_spinning_policy(smoke_onnx, monkeypatch):
+    import os
+
+    monkeypatch.setenv("PCB_ORT_SPINNING", "0")
+    assert OnnxYolo(smoke_onnx, threads=2).spin_now() is False
+    monkeypatch.setenv("PCB_ORT_SPINNING", "1")
+    assert OnnxYolo(smoke_onnx, threads=2).spin_now() is True
+    monkeypatch.delenv("PCB_ORT_SPINNING")
+    m = OnnxYolo(smoke_onnx, threads=2)
+    cores = os.cpu_count() or 1
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.1, 0.1, 0.1))
+    assert m.spin_now() is True
+    busy = m.session
+    monkeypatch.setattr(os, "getloadavg", lambda: (cores * 2.0, 0.1, 0.1))
+    assert m.spin_now() is False and m.session is not busy
+    assert OnnxYolo(smoke_onnx, threads=1).spin_now() is False  # one thread: nothing to spin for
+    img = np.full((160, 160, 3), 255, np.uint8)
+    a = m.predict(img, conf=0.001)
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.1, 0.1, 0.1))
+    assert np.array_equal(a, m.predict(img, conf=0.001))  # same model either way
