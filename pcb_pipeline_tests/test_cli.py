@@ -52,3 +52,33 @@ def test_evaluate_prints_metrics_json(trained_pipeline, synthetic_root, capsys):
     assert {"map50", "map50_95", "precision", "recall", "per_class"} <= set(report)
     assert report["images"] == 24 and 0.0 <= report["map50"] <= 1.0
     assert set(report["per_class"]) <= {"open", "short", "mousebite", "spur", "copper", "pin-hole"}
+
+
+def test_ask_data_answers_the_golden_question(trained_pipeline, capsys):
+    from pcb_pipeline.backends.factory import warehouse
+
+    q = "show me the breakdown of defect types for the Shanghai line last week"
+    assert main(["ask", "--data", q, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert {"sql", "columns", "rows", "interpretation"} <= set(out)
+    expected = warehouse().query(GOLDEN_QUERY)
+    assert sorted(map(tuple, out["rows"])) == sorted(map(tuple, expected.values.tolist()))
+
+
+def test_ask_manuals_cites_the_mousebite_procedure(capsys):
+    q = "What are the causes of 'mousebite' defects and is it acceptable under Class 2 requirements?"
+    assert main(["ask", "--manuals", q, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["answer"] and out["citations"]
+    assert all({"document", "page", "defect_category", "text"} <= set(c) for c in out["citations"])
+    assert any("mousebite" in c["document"].lower() for c in out["citations"])
+
+
+def test_ask_rejects_injection_and_empty_questions(trained_pipeline, capsys):
+    from pcb_pipeline.backends.factory import warehouse
+
+    before = warehouse().query("SELECT COUNT(*) AS n FROM DEFECT_LOGS")["n"][0]
+    rc = main(["ask", "--data", "SELECT * FROM DEFECT_LOGS; DROP TABLE DEFECT_LOGS", "--json"])
+    assert rc != 0
+    assert main(["ask", "--manuals", "   "]) == 2
+    assert warehouse().query("SELECT COUNT(*) AS n FROM DEFECT_LOGS")["n"][0] == before

@@ -9,7 +9,7 @@ def test_definitions_load_with_the_design_asset_names():
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
     assert {"raw_pcb_images", "pcb_metadata", "yolo_dataset", "trained_detector", "registered_model",
-            "defect_logs"} <= keys
+            "defect_logs", "sop_documents", "sop_corpus", "sop_search_service", "semantic_model"} <= keys
     deps = {k.to_user_string(): {p.to_user_string() for p in graph.get(k).parent_keys}
             for k in graph.get_all_asset_keys()}
     assert deps["yolo_dataset"] == {"raw_pcb_images"}
