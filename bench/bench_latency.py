@@ -52,6 +52,8 @@ def main(argv=None) -> int:
     p.add_argument("--torch-threads", type=int, default=1)
     p.add_argument("--ort-threads", type=int, default=None)
     p.add_argument("--no-ultralytics-onnx", action="store_true")
+    p.add_argument("--spin-sweep", action="store_true",
+                   help="also time the lean path with thread spinning forced on and off (interleaved)")
     p.add_argument("--out")
     args = p.parse_args(argv)
     settings.configure()
@@ -86,6 +88,12 @@ def main(argv=None) -> int:
         return ux.predict(im, imgsz=imgsz, conf=0.25, device="cpu", verbose=False)[0]
 
     methods = {"lean_ort": run_lean, "ultralytics_torch": run_pt}
+    if args.spin_sweep:
+        from pcb_pipeline.vision.onnx_runtime import OnnxYolo
+
+        for tag, spin in (("lean_ort_spin", True), ("lean_ort_nospin", False)):
+            m = OnnxYolo(pt_path.with_suffix(".onnx"), threads=args.ort_threads, spinning=spin)
+            methods[tag] = (lambda im, m=m: m.predict(im))
     if ux is not None:
         methods["ultralytics_ort"] = run_ux
     for im in images[:3]:  # warm-up (first calls allocate)
@@ -135,6 +143,10 @@ def main(argv=None) -> int:
         "parity": {"torch_boxes": total_pt, "lean_boxes": total_lean, "torch_boxes_matched_iou_0.9_same_class":
                    matched},
     }
+    for k in ("lean_ort_spin", "lean_ort_nospin"):
+        if k in med:
+            result[f"ratio_{k}_over_torch"] = round(med[k] / med["ultralytics_torch"], 3)
+    result["lean_spinning_policy"] = "auto" if lean.model.spinning is None else lean.model.spinning
     if "ultralytics_ort" in med:
         result["ratio_lean_over_ultralytics_ort"] = round(med["lean_ort"] / med["ultralytics_ort"], 3)
     text = json.dumps(result, indent=2)
