@@ -183,3 +183,13 @@ def test_fast_read_image_errors_are_read_image_errors(synthetic_samples, tmp_pat
         with pytest.raises(BadImageError) as theirs:
             read_image(tmp_path / name)
         assert str(ours.value) == str(theirs.value)
+
+
+def test_torch_fallback_through_the_batch(smoke_weights, synthetic_samples):
+    """The PyTorch path runs on the inference thread too (ultralytics' predictor is created there)."""
+    from pcb_pipeline.vision.detector import Detector
+
+    det = Detector(smoke_weights, conf=0.001, prefer_onnx=False)
+    out = list(run_batch(det, {s.image_id: s.test_image for s in synthetic_samples[:2]}))
+    assert [o[3] for o in out] == [None, None]
+    assert out[0][2] == det.predict([synthetic_samples[0].test_image])[0]

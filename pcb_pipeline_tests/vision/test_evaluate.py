@@ -128,3 +128,26 @@ def test_cli_errors(synthetic_root, smoke_weights, tmp_path, capsys):
     assert main(["evaluate", "--deeppcb-root", str(synthetic_root), "--split", "trainval.txt", "--weights",
                  str(tmp_path / "missing.pt")]) == 2
     assert "weights not found" in capsys.readouterr().err
+
+
+def test_publish_puts_the_report_where_the_dashboard_reads_it(smoke_weights, synthetic_root, monkeypatch, capsys):
+    """--publish (champion only): models/<run_id>/evaluation.json on the stage; the dashboard's loader finds it."""
+    from types import SimpleNamespace
+
+    from pcb_pipeline.app.data import load_false_call_figures
+    from pcb_pipeline.backends import factory
+
+    champion = SimpleNamespace(run_id="run-abc", name="pcb_defect_detector", version="1")
+    fake = SimpleNamespace(champion=lambda: champion, download_weights=lambda version, dest: smoke_weights)
+    monkeypatch.setattr(factory, "registry", lambda: fake)
+    args = ["evaluate", "--deeppcb-root", str(synthetic_root), "--split", "trainval.txt", "--val-groups",
+            "--aoi-workers", "1"]
+    assert main(args + ["--publish", "--weights", str(smoke_weights)]) == 2  # other weights: not the champion's
+    assert "--publish" in capsys.readouterr().err
+    assert main(args + ["--publish"]) == 0
+    out = capsys.readouterr().out
+    assert "legacy AOI" in out and "fpr_reduction" in out  # the human-readable summary
+    stage = factory.stage()
+    assert [f.path for f in stage.list("models/run-abc/")] == ["models/run-abc/evaluation.json"]
+    figs = load_false_call_figures(stage, "run-abc")
+    assert figs is not None and figs.measured and figs.source == "models/run-abc/evaluation.json"
