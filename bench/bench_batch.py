@@ -34,7 +34,6 @@ sys.path.insert(0, str(ROOT))
 
 from pcb_pipeline import settings  # noqa: E402
 
-COLUMNS = None
 
 
 def _machine() -> dict:

@@ -172,8 +172,8 @@ class OnnxYolo:
     the time slices of the one doing the work. ``spinning``: True / False fix it; None reads ``PCB_ORT_SPINNING``
     (``1``, ``0`` or ``auto``, the default): per call, a spinning session while the 1-minute load average leaves a
     quarter of the cores free, else a non-spinning one (the second session is created on first use; both share the
-    model file, about 20 MB of memory each). The load average includes this process: continuous inference (a batch)
-    keeps it non-spinning, which suits a batch, whose decoder thread needs the core.
+    model file; the second adds about 50 MB of resident memory). The load average includes this process: continuous
+    inference (a batch) keeps it non-spinning, which suits a batch, whose decoder thread needs the core.
     """
 
     def __init__(self, path: Path | str, imgsz: int | None = None, threads: int | None = None,
