@@ -54,15 +54,8 @@ class ModelMetric:
 
 
 @dataclass
-class ModelFilter:
-    name: str
-    expr: str
-    table: str
-    description: str = ""
-    synonyms: list[str] = field(default_factory=list)
-
-    def parsed(self) -> exp.Expression:
-        return _parse_expr(self.expr)
+class ModelFilter(ModelMetric):
+    """A named boolean expression (same fields as a metric), e.g. `scrapped_boards`."""
 
 
 @dataclass
