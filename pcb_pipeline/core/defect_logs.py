@@ -24,6 +24,7 @@ class InspectedImage:
     width: int
     height: int
     detections: list  # objects with class_id, confidence, x1, y1, x2, y2
+    timestamp: datetime | None = None  # when the image was taken/landed; None: the batch's timestamp
 
 
 def board_id_from_path(image_path: str) -> str:
@@ -40,11 +41,16 @@ def inference_id(batch_id: str, image_path: str, index: int) -> str:
     return hashlib.sha1(f"{batch_id}|{image_path}|{index}".encode()).hexdigest()[:20]
 
 
+def _naive_utc(t: datetime) -> pd.Timestamp:
+    ts = pd.Timestamp(t)
+    return ts.tz_convert("UTC").tz_localize(None) if ts.tzinfo else ts
+
+
 def build_rows(batch_id: str, images: list[InspectedImage], factory_lines: dict[str, str], model_version: str,
                run_id: str, timestamp: datetime) -> tuple[pd.DataFrame, pd.DataFrame]:
     logs, inspections = [], []
-    ts = pd.Timestamp(timestamp).tz_localize(None) if pd.Timestamp(timestamp).tzinfo else pd.Timestamp(timestamp)
     for im in images:
+        ts = _naive_utc(im.timestamp if im.timestamp is not None else timestamp)
         board = board_id_from_path(im.image_path)
         line = factory_lines.get(board)
         ordered = sorted(im.detections, key=lambda d: (-d.confidence, d.x1, d.y1))

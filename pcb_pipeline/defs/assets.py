@@ -315,24 +315,21 @@ def _infer(context, st, wh, reg, champion, files, batch_id: str, confidence: flo
     lines = retry_on_lock(wh.query, "SELECT board_id, factory_line_id FROM PCB_METADATA", log=context.log.info)
     factory_lines = dict(zip(lines["board_id"], lines["factory_line_id"]))
     model_version = f"{champion.name}/{champion.version}"
-    logs, inspections, plotted, errors = [], [], [], []
+    inspected, plotted, errors = [], [], []
     for path, image, dets, error in run_batch(detector, local):
         if error:
             errors.append(error.replace(str(local[path]), path))
             continue
-        rows = build_rows(batch_id, [InspectedImage(path, image.shape[1], image.shape[0], dets)], factory_lines,
-                          model_version, champion.run_id, landed[path])
-        if len(rows[0]):
-            logs.append(rows[0])
-        inspections.append(rows[1])
+        inspected.append(InspectedImage(path, image.shape[1], image.shape[0], dets, timestamp=landed[path]))
         plot = draw_detections(image, dets)
         _save_plot(st, plot_path(path), plot, local_dir)
         if len(plotted) < 4:
             plotted.append(plot)
-    empty = build_rows(batch_id, [], {}, model_version, champion.run_id, datetime.now(timezone.utc))
+    # one build_rows per batch: per image it cost ~1.3 ms of pandas (bench/RESULTS.md, "asset style")
+    logs, inspections = build_rows(batch_id, inspected, factory_lines, model_version, champion.run_id,
+                                   datetime.now(timezone.utc))
     return {
-        "logs": pd.concat(logs, ignore_index=True) if logs else empty[0],
-        "inspections": pd.concat(inspections, ignore_index=True) if inspections else empty[1],
+        "logs": logs, "inspections": inspections,
         "errors": errors, "plotted": plotted, "backend": detector.backend, "model_version": model_version,
     }
 

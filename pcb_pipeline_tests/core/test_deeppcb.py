@@ -179,3 +179,25 @@ def test_yolo_label_validation(tmp_path, content):
     f.write_text(content + "\n")
     with pytest.raises(yolo_format.YoloLabelError, match="l.txt:1"):
         yolo_format.parse_yolo_label_file(f)
+
+
+def test_build_rows_uses_each_images_own_timestamp():
+    from datetime import datetime, timezone
+
+    from pcb_pipeline.core.defect_logs import InspectedImage, build_rows
+    from pcb_pipeline.vision.detector import Detection
+
+    det = Detection(2, "mousebite", 0.9, 1, 2, 30, 40)
+    t1 = datetime(2026, 11, 1, 8, 0, tzinfo=timezone.utc)
+    batch_t = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
+    logs, insp = build_rows("b", [InspectedImage("up/1.jpg", 640, 640, [det], timestamp=t1),
+                                  InspectedImage("up/2.jpg", 640, 640, [])], {"1": "PENANG"}, "m/1", "r", batch_t)
+    assert logs["timestamp"].tolist() == [pd_ts("2026-11-01 08:00")]
+    assert insp["timestamp"].tolist() == [pd_ts("2026-11-01 08:00"), pd_ts("2026-11-27 12:00")]
+    assert logs["factory_line_id"].tolist() == ["PENANG"] and insp["defect_count"].tolist() == [1, 0]
+
+
+def pd_ts(text: str):
+    import pandas as pd
+
+    return pd.Timestamp(text)
