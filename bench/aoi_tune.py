@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pcb_pipeline.core.aoi import (  # noqa: E402
-    DEFAULT_PARAMS, AOIParams, align, binarize, find_components, load_gray, score_aoi, to_detections,
+    DEFAULT_PARAMS, align, binarize, find_components, load_gray, score_aoi, to_detections,
     tolerance_masks)
 from pcb_pipeline.core.deeppcb import group_split, read_labels, read_split, split_file_path  # noqa: E402
 from pcb_pipeline.core.detection_metrics import evaluate_detections  # noqa: E402

@@ -1,5 +1,4 @@
 """Knowledge assets: SOP manuals (PDF) -> chunks -> search index; the semantic model for questions over the logs."""
-from pathlib import Path
 
 import dagster as dg
 

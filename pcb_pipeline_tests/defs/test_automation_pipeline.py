@@ -7,7 +7,6 @@ trains.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -25,7 +24,7 @@ from pcb_pipeline.defs.checks import checks
 from pcb_pipeline.defs.jobs import build_nightly_retrain_job, freshness_checks_job, pcb_pipeline_job, upload_jobs
 from pcb_pipeline.defs.quality_checks import (defect_log_problems, defect_logs_table_checks, gate_problems,
                                               quality_checks, sql_literal, upload_checks)
-from pcb_pipeline.defs.schedules import (RetrainSettings, ScheduleConfigError, build_nightly_retrain_schedule,
+from pcb_pipeline.defs.schedules import (ScheduleConfigError, build_nightly_retrain_schedule,
                                          retrain_settings)
 from pcb_pipeline.defs.sensors import failure_log_path, run_failure_reporter
 

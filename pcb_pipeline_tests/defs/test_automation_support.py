@@ -240,7 +240,6 @@ def snapshot(world: World) -> dict:
     for p in sorted(world.stage_root.rglob("*")):
         if p.is_file():
             files[p.relative_to(world.stage_root).as_posix()] = hashlib.md5(p.read_bytes()).hexdigest()
-    import mlflow
     from mlflow.exceptions import MlflowException
 
     try:

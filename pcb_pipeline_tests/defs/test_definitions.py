@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import dagster as dg
 
 
 def test_definitions_load_with_the_design_asset_names():
