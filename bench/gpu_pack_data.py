@@ -13,7 +13,6 @@ images are the original JPEGs, not re-encoded.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -22,16 +21,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pcb_pipeline.core.deeppcb import group_split, read_split, split_file_path  # noqa: E402
+from pcb_pipeline.core.yolo_format import link_or_copy  # noqa: E402
 
 
 def _place(src: Path, dst: Path) -> int:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    if dst.exists():
-        dst.unlink()
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copyfile(src, dst)
+    link_or_copy(src, dst)
     return dst.stat().st_size
 
 

@@ -68,7 +68,9 @@ def parse_yolo_label_file(path: Path) -> list[tuple[int, float, float, float, fl
     return rows
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
+def link_or_copy(src: Path, dst: Path) -> None:
+    """Hard-link dst to src (never writes to src), copying where the file systems differ."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
     if dst.exists():
         dst.unlink()
     try:
@@ -93,7 +95,7 @@ def write_yolo_dataset(splits: dict[str, list[Sample]], out_dir: Path) -> Datase
         (tmp / "labels" / name).mkdir(parents=True)
         counts: Counter[str] = Counter()
         for s, boxes in items:
-            _link_or_copy(s.test_image, tmp / "images" / name / f"{s.image_id}.jpg")
+            link_or_copy(s.test_image, tmp / "images" / name / f"{s.image_id}.jpg")
             lines = [to_yolo_line(b) for b in boxes]
             (tmp / "labels" / name / f"{s.image_id}.txt").write_text("\n".join(lines) + ("\n" if lines else ""))
             counts.update(CLASS_NAMES[b.class_id] for b in boxes)

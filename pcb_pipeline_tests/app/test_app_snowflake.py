@@ -21,18 +21,7 @@ SF_TESTS = Path(__file__).resolve().parents[1] / "backends" / "snowflake"
 sys.path.insert(0, str(SF_TESTS))
 fakesnow_shim = pytest.importorskip("fakesnow_shim")
 
-ENV = {
-    "PCB_BACKEND": "snowflake",
-    "SNOWFLAKE_ACCOUNT": "pcb-test",
-    "SNOWFLAKE_USER": "PCB_PIPELINE_USER",
-    "SNOWFLAKE_PASSWORD": "not-a-real-password",
-    "SNOWFLAKE_ROLE": "PCB_PIPELINE_ROLE",
-    "SNOWFLAKE_WAREHOUSE": "PCB_WH",
-    "SNOWFLAKE_DATABASE": "PCB",
-    "SNOWFLAKE_SCHEMA": "PIPELINE",
-    "SNOWFLAKE_DISABLE_PLATFORM_DETECTION": "true",
-    "AWS_EC2_METADATA_DISABLED": "true",
-}
+ENV = fakesnow_shim.ENV  # the account the Snowflake backend tests pretend to be
 TODAY = date.today()
 pytestmark = pytest.mark.filterwarnings("ignore:Arrow output on a DB-API result:UserWarning")
 
