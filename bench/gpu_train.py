@@ -2,7 +2,7 @@
 
 Run through ``bench/gpu_train.sh`` (which installs the carried wheels and sets the offline environment); directly:
 
-    OUT=/tmp/out python bench/gpu_train.py [--data .gpu_data/deeppcb] [--hours 0.1] [--smoke]
+    OUT=/tmp/out python bench/gpu_train.py [--data .gpu_data/deeppcb] [--hours 0.1] [--input test|reference] [--smoke]
 
 Steps, each recorded in $OUT/metrics.json as soon as it ends (a later failure loses nothing before it):
 1. environment (GPU, versions) and the group split (``group_split``: validation groups never seen in training);
@@ -17,6 +17,9 @@ Steps, each recorded in $OUT/metrics.json as soon as it ends (a later failure lo
 5. the Deep PCB protocol (``core.detection_metrics``: IoU > 0.33, typed and class-agnostic) on the same images,
    and the model vs the AOI baseline at matched recall (false calls per board, false-call rate);
 6. ONNX export (CPU graph, 640, simplified) next to best.pt.
+``--input reference`` (GPU_TRAIN_INPUT=reference) trains the reference-aware variant instead: every image is the
+composite of ``core.reference`` (test, registered template layout, difference), for training, validation and the
+protocol predictions alike; best.pt and best.onnx are stamped so that ``Detector`` asks for templates.
 Files in $OUT (at most 8 come back): metrics.json, train.log (by the .sh), results.csv, best.pt, best.onnx,
 val_predictions.json, results.md.
 """
@@ -37,11 +40,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pcb_pipeline.core.aoi import DEFAULT_PARAMS, AOIParams, inspect_sample  # noqa: E402
+from pcb_pipeline.core.aoi import DEFAULT_PARAMS, AOIParams, inspect_sample, load_gray  # noqa: E402
 from pcb_pipeline.core.classes import CLASS_NAMES  # noqa: E402
 from pcb_pipeline.core.deeppcb import group_split, read_labels, read_split, split_file_path  # noqa: E402
 from pcb_pipeline.core.detection_metrics import compare_at_matched_recall, evaluate_detections  # noqa: E402
+from pcb_pipeline.core.reference import INPUT_MODES, REFERENCE, reference_composite  # noqa: E402
 from pcb_pipeline.core.yolo_format import write_yolo_dataset  # noqa: E402
+from pcb_pipeline.vision.detector import stamp_input_mode  # noqa: E402
 
 T0 = time.perf_counter()
 
@@ -248,13 +253,22 @@ def ultralytics_val(weights: Path, data_yaml: Path, imgsz: int, device: str, pro
             "recall": float(mt.box.mr), "per_class": per_class, "speed_ms": dict(mt.speed)}
 
 
-def model_predictions(weights: Path, val, imgsz: int, device: str) -> tuple[list, dict]:
+def _model_inputs(val, input_mode: str):
+    """What the model sees per validation pair: the test image path, or its reference composite (an array)."""
+    for s in val:
+        if input_mode == REFERENCE:
+            yield reference_composite(load_gray(s.test_image), load_gray(s.template_image))
+        else:
+            yield str(s.test_image)
+
+
+def model_predictions(weights: Path, val, imgsz: int, device: str, input_mode: str) -> tuple[list, dict]:
     from ultralytics import YOLO
 
     m = YOLO(str(weights))
     rows, speed = [], {"preprocess": 0.0, "inference": 0.0, "postprocess": 0.0}
-    paths = [str(s.test_image) for s in val]
-    for res in m.predict(paths, imgsz=imgsz, conf=0.001, iou=0.7, max_det=300, device=device, stream=True,
+    inputs = list(_model_inputs(val, input_mode))
+    for res in m.predict(inputs, imgsz=imgsz, conf=0.001, iou=0.7, max_det=300, device=device, stream=True,
                          verbose=False, batch=16):
         b = res.boxes
         xyxy = b.xyxy.cpu().numpy().tolist()
@@ -262,7 +276,7 @@ def model_predictions(weights: Path, val, imgsz: int, device: str) -> tuple[list
         cls = b.cls.cpu().numpy().astype(int).tolist()
         rows.append([(*(round(v, 1) for v in xy), round(c, 5), k) for xy, c, k in zip(xyxy, conf, cls)])
         for k in speed:
-            speed[k] += res.speed.get(k, 0.0) / len(paths)
+            speed[k] += res.speed.get(k, 0.0) / len(inputs)
     return rows, {k: round(v, 2) for k, v in speed.items()}
 
 
@@ -301,7 +315,7 @@ def results_md(rec: Record) -> str:
     env, tr, uv = d.get("environment", {}), d.get("train", {}), d.get("ultralytics_val", {})
     dp, aoi, vs = d.get("deeppcb_protocol", {}), d.get("aoi_baseline", {}), d.get("fpr_reduction", {})
     lines = [f"GPU: {env.get('gpu')} | torch {env.get('torch')} | ultralytics {env.get('ultralytics')} | "
-             f"recipe: {json.dumps(d.get('recipe', {}))}", ""]
+             f"input: {d.get('input_mode', 'test')} | recipe: {json.dumps(d.get('recipe', {}))}", ""]
     if "wall_s" in tr:
         lines.append(f"- training: {tr['epochs_completed']} epochs in {tr['wall_s']} s wall; "
                      f"whole script {d.get('elapsed_s')} s")
@@ -338,6 +352,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "/tmp/gpu_out")))
     ap.add_argument("--work", type=Path, default=Path(os.environ.get("GPU_WORK", "/tmp/gpu_work")))
     ap.add_argument("--hours", type=float, default=float(os.environ.get("GPU_TRAIN_HOURS", "0.1")))
+    ap.add_argument("--input", choices=INPUT_MODES, default=os.environ.get("GPU_TRAIN_INPUT", "test"),
+                    help="model input: the test image, or the reference composite (core.reference)")
     ap.add_argument("--smoke", action="store_true", default=os.environ.get("GPU_TRAIN_SMOKE") == "1",
                     help="CPU check of the whole path: 16+8 images, 1 epoch at 160")
     args = ap.parse_args(argv)
@@ -376,11 +392,12 @@ def main(argv: list[str] | None = None) -> int:
     aoi_report = step(rec, "aoi_baseline")(aoi_step)
     aoi_rows = held.get("aoi_rows")
 
-    ds = step(rec, "dataset")(lambda: write_yolo_dataset({"train": train_s, "val": val_s},
-                                                          args.work / "deeppcb_yolo").to_dict())
+    ds = step(rec, "dataset")(lambda: write_yolo_dataset({"train": train_s, "val": val_s}, args.work / "deeppcb_yolo",
+                                                          input_mode=args.input).to_dict())
     if not ds:
         return 2
     data_yaml = Path(ds["data_yaml"])
+    rec["input_mode"] = args.input
     rec["recipe"] = recipe(args.smoke, args.hours, device)
     t_train = time.perf_counter()
     tr = step(rec, "train")(train, data_yaml, args.work / "runs", rec["recipe"])
@@ -395,6 +412,7 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     weights = Path(tr["best"]) if Path(tr["best"]).exists() else Path(tr["last"])
     shutil.copyfile(weights, args.out / "best.pt")
+    stamp_input_mode(args.out / "best.pt", args.input)
     results_csv = Path(tr["save_dir"]) / "results.csv"
     if results_csv.exists():
         shutil.copyfile(results_csv, args.out / "results.csv")
@@ -402,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
 
     step(rec, "ultralytics_val")(ultralytics_val, weights, data_yaml, imgsz, device, args.work / "runs")
     def predict_step():
-        held["rows"], speed = model_predictions(weights, val_s, imgsz, device)
+        held["rows"], speed = model_predictions(weights, val_s, imgsz, device, args.input)
         return {"n_images": len(held["rows"]), "n_boxes": sum(map(len, held["rows"])), "speed_ms": speed}
 
     if step(rec, "model_predictions")(predict_step):
@@ -416,6 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     exp = step(rec, "export")(export_onnx, weights, imgsz)
     if exp and Path(exp["path"]).exists():
         shutil.copyfile(exp["path"], args.out / "best.onnx")
+        stamp_input_mode(args.out / "best.onnx", args.input)
     (args.out / "results.md").write_text(results_md(rec))
     rec["done"] = True
     log("summary:\n" + results_md(rec))

@@ -58,6 +58,13 @@ def split_file_path(root: Path, split: str = "trainval") -> Path:
     raise FileNotFoundError(f"no split file {split}.txt under {root} or {root / 'PCBData'}")
 
 
+def _template_path(jpg: Path) -> Path:
+    """``<id>_temp.jpg``, or ``<id>_temp.png`` where only that exists (a template library of 1-bit PNG layouts, as
+    bench/gpu_pack_data.py writes: lossless and a twelfth of the size)."""
+    png = jpg.with_suffix(".png")
+    return png if not jpg.is_file() and png.is_file() else jpg
+
+
 def read_split(split_file: Path) -> list[Sample]:
     """Parse a split file; paths are resolved against the split file's folder (PCBData/)."""
     split_file = Path(split_file)
@@ -86,7 +93,7 @@ def read_split(split_file: Path) -> list[Sample]:
                 group=Path(image_rel).parts[0],
                 image_id=stem,
                 test_image=image_dir / f"{stem}_test.jpg",
-                template_image=image_dir / f"{stem}_temp.jpg",
+                template_image=_template_path(image_dir / f"{stem}_temp.jpg"),
                 label_file=base / label_rel,
             )
         )

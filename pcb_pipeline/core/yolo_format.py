@@ -15,6 +15,10 @@ import yaml
 
 from .classes import CLASS_NAMES, NUM_CLASSES
 from .deeppcb import IMAGE_SIZE, Box, Sample, read_labels
+from .reference import REFERENCE, TEST_ONLY, check_input_mode
+
+INPUT_MODE_KEY = "pcb_input"  # data.yaml key naming what the images are (test only, or reference composites)
+IMAGE_GLOB = "*.[jp][pn]g"  # .jpg (linked test images) and .png (reference composites)
 
 
 class YoloLabelError(ValueError):
@@ -79,14 +83,32 @@ def link_or_copy(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
 
 
-def write_yolo_dataset(splits: dict[str, list[Sample]], out_dir: Path) -> DatasetSummary:
-    """Write every split; labels are validated first so a bad file leaves no half-written dataset behind."""
+def _write_reference_image(sample: Sample, dst: Path) -> None:
+    import cv2
+
+    from .aoi import load_gray
+    from .reference import reference_composite
+
+    composite = reference_composite(load_gray(sample.test_image), load_gray(sample.template_image))
+    if not cv2.imwrite(str(dst), composite):  # PNG: lossless, the difference channel must not get JPEG ringing
+        raise OSError(f"cannot write {dst}")
+
+
+def write_yolo_dataset(splits: dict[str, list[Sample]], out_dir: Path, input_mode: str = TEST_ONLY) -> DatasetSummary:
+    """Write every split; labels are validated first so a bad file leaves no half-written dataset behind.
+
+    ``input_mode="reference"`` writes reference composites (test, registered template, difference; see
+    ``core.reference``) as PNG instead of linking the test images, and records the mode in data.yaml.
+    """
     out_dir = Path(out_dir)
+    check_input_mode(input_mode)
     parsed = {name: [(s, read_labels(s.label_file)) for s in samples] for name, samples in splits.items()}
     for name, items in parsed.items():
         for s, _ in items:
-            if not s.test_image.is_file():
-                raise FileNotFoundError(f"image listed in split {name!r} is missing: {s.test_image}")
+            needed = [s.test_image] + ([s.template_image] if input_mode == REFERENCE else [])
+            for path in needed:
+                if not path.is_file():
+                    raise FileNotFoundError(f"image listed in split {name!r} is missing: {path}")
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     summary = DatasetSummary(root=out_dir, data_yaml=out_dir / "data.yaml")
@@ -95,7 +117,10 @@ def write_yolo_dataset(splits: dict[str, list[Sample]], out_dir: Path) -> Datase
         (tmp / "labels" / name).mkdir(parents=True)
         counts: Counter[str] = Counter()
         for s, boxes in items:
-            link_or_copy(s.test_image, tmp / "images" / name / f"{s.image_id}.jpg")
+            if input_mode == REFERENCE:
+                _write_reference_image(s, tmp / "images" / name / f"{s.image_id}.png")
+            else:
+                link_or_copy(s.test_image, tmp / "images" / name / f"{s.image_id}.jpg")
             lines = [to_yolo_line(b) for b in boxes]
             (tmp / "labels" / name / f"{s.image_id}.txt").write_text("\n".join(lines) + ("\n" if lines else ""))
             counts.update(CLASS_NAMES[b.class_id] for b in boxes)
@@ -106,12 +131,19 @@ def write_yolo_dataset(splits: dict[str, list[Sample]], out_dir: Path) -> Datase
     data = {
         **{name: f"images/{name}" for name in parsed},
         "names": {i: n for i, n in enumerate(CLASS_NAMES)},
+        INPUT_MODE_KEY: input_mode,
     }
     (tmp / "data.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     (tmp / "groups.yaml").write_text(yaml.safe_dump(summary.groups, sort_keys=True))
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.rename(out_dir)
     return summary
+
+
+def dataset_input_mode(dataset_dir: Path) -> str:
+    """The input mode recorded in a dataset's data.yaml (datasets written before the key existed: test images)."""
+    data = yaml.safe_load((Path(dataset_dir) / "data.yaml").read_text()) or {}
+    return check_input_mode(data.get(INPUT_MODE_KEY, TEST_ONLY))
 
 
 def split_leakage(dataset_dir: Path) -> dict[str, list[str]]:
@@ -121,7 +153,7 @@ def split_leakage(dataset_dir: Path) -> dict[str, list[str]]:
     seen_groups: Counter[str] = Counter(g for gs in groups.values() for g in set(gs))
     ids: Counter[str] = Counter()
     for split_dir in (dataset_dir / "images").iterdir():
-        ids.update({p.stem for p in split_dir.glob("*.jpg")})
+        ids.update({p.stem for p in split_dir.glob(IMAGE_GLOB)})
     return {
         "groups": sorted(g for g, n in seen_groups.items() if n > 1),
         "images": sorted(i for i, n in ids.items() if n > 1),

@@ -24,6 +24,7 @@ from typing import Iterator
 import numpy as np
 
 from pcb_pipeline.core.images import MAX_PIXELS, BadImageError, decode_image, read_image
+from pcb_pipeline.core.reference import TemplateError
 
 _DONE = object()
 _JPEG_EOI = b"\xff\xd9"
@@ -62,25 +63,33 @@ def fast_read_image(path: Path | str) -> np.ndarray:
     return decode_image(data, str(path))
 
 
-def _decode(item: tuple[str, Path]):
-    name, path = item
+def _decode(item: tuple[str, Path, Path | None]):
+    """(name, image, template, error); the template is read only when one is given."""
+    name, path, template = item
+    current = path
     try:
-        return name, fast_read_image(path), None
+        image = fast_read_image(path)
+        current = template
+        return name, image, (fast_read_image(template) if template is not None else None), None
     except BadImageError as e:
-        return name, None, str(e)
+        return name, None, None, str(e)
     except (OSError, MemoryError) as e:  # unreadable file, out of memory for one absurd image: that image only
-        return name, None, f"{path}: cannot read image ({type(e).__name__}: {e})"
+        return name, None, None, f"{current}: cannot read image ({type(e).__name__}: {e})"
 
 
-def run_batch(detector, images: dict[str, Path], prefetch: int = 4, decode_workers: int = 1, conf: float | None = None
-              ) -> Iterator[tuple[str, np.ndarray | None, list, str | None]]:
+def run_batch(detector, images: dict[str, Path], prefetch: int = 4, decode_workers: int = 1, conf: float | None = None,
+              templates: dict[str, Path] | None = None) -> Iterator[tuple[str, np.ndarray | None, list, str | None]]:
     """Yield (name, image, detections, error) per image, in input order.
 
     ``detector`` is anything with ``predict(list_of_bgr_arrays, conf=None) -> list[list[Detection]]``. Unreadable
     images yield an error message instead of a crash; the batch continues. ``prefetch`` bounds how many decoded
     images (and finished results) wait in memory. Closing the generator early stops the worker threads.
+    A reference-aware detector (``needs_template``) gets each image's template from ``templates`` (same keys),
+    decoded alongside it; an image without a usable template is an error of that image.
     """
-    items = list(images.items())
+    needs_template = bool(getattr(detector, "needs_template", False))
+    templates = templates if needs_template else None  # a test-image model never reads them
+    items = [(name, path, (templates or {}).get(name)) for name, path in images.items()]
     prefetch = max(1, int(prefetch))
     results: queue.Queue = queue.Queue(maxsize=prefetch)
     stop = threading.Event()
@@ -101,16 +110,20 @@ def run_batch(detector, images: dict[str, Path], prefetch: int = 4, decode_worke
                 nxt = len(pending)
                 try:
                     while pending and not stop.is_set():
-                        name, image, error = pending.popleft().result()
+                        name, image, template, error = pending.popleft().result()
                         if nxt < len(items):
                             pending.append(pool.submit(_decode, items[nxt]))
                             nxt += 1
                         if error:
                             out = (name, None, [], error)
                         else:
-                            dets = detector.predict([image], conf=conf)[0] if conf is not None \
-                                else detector.predict([image])[0]
-                            out = (name, image, dets, None)
+                            kwargs = {"conf": conf} if conf is not None else {}
+                            if needs_template:
+                                kwargs["templates"] = [template]
+                            try:
+                                out = (name, image, detector.predict([image], **kwargs)[0], None)
+                            except TemplateError as e:
+                                out = (name, None, [], f"{images[name]}: {e}")
                         if not put(out):
                             return
                 finally:

@@ -7,6 +7,9 @@ from pathlib import Path
 import numpy as np
 
 from pcb_pipeline.core.classes import CLASS_NAMES
+from pcb_pipeline.core.reference import REFERENCE, TEST_ONLY, MissingTemplateError, check_input_mode
+
+INPUT_MODE_META = "pcb_input"  # key in the .pt checkpoint and the ONNX metadata (stamped by vision.train)
 
 
 @dataclass(frozen=True)
@@ -23,12 +26,37 @@ class Detection:
         return asdict(self)
 
 
-def training_imgsz(weights: Path, default: int = 640) -> int:
-    """The image size a .pt checkpoint was trained at (inference at another size loses accuracy)."""
+def _checkpoint(weights: Path) -> dict:
     import torch
 
-    ckpt = torch.load(str(weights), map_location="cpu", weights_only=False)
-    return int((ckpt.get("train_args") or {}).get("imgsz", default))
+    return torch.load(str(weights), map_location="cpu", weights_only=False)
+
+
+def training_imgsz(weights: Path, default: int = 640) -> int:
+    """The image size a .pt checkpoint was trained at (inference at another size loses accuracy)."""
+    return int((_checkpoint(weights).get("train_args") or {}).get("imgsz", default))
+
+
+def stamp_input_mode(weights: Path, mode: str) -> None:
+    """Record the input mode in a .pt checkpoint or an ONNX file (in place)."""
+    weights = Path(weights)
+    check_input_mode(mode)
+    if weights.suffix == ".onnx":
+        import onnx
+
+        model = onnx.load(str(weights))
+        kept = [p for p in model.metadata_props if p.key != INPUT_MODE_META]
+        del model.metadata_props[:]
+        model.metadata_props.extend(kept)
+        entry = model.metadata_props.add()
+        entry.key, entry.value = INPUT_MODE_META, mode
+        onnx.save(model, str(weights))
+    else:
+        import torch
+
+        ckpt = _checkpoint(weights)
+        ckpt[INPUT_MODE_META] = mode
+        torch.save(ckpt, str(weights))
 
 
 class Detector:
@@ -38,6 +66,9 @@ class Detector:
     ``.onnx`` sits beside the ``.pt``): then the lean path in ``onnx_runtime`` runs it (cv2 letterbox, one ONNX
     Runtime session, numpy NMS; neither ultralytics nor torch is imported). Otherwise ``"torch"``: ultralytics'
     PyTorch predict. Both give the same boxes (tests/vision/test_onnx_runtime.py).
+
+    ``input_mode`` is ``"reference"`` for a reference-aware model: each board image must then come with its
+    template (``predict(..., templates=...)``), and the model sees the composite of ``core.reference``.
     """
 
     def __init__(self, weights: Path | str, conf: float = 0.25, prefer_onnx: bool = True, imgsz: int | None = None,
@@ -57,29 +88,53 @@ class Detector:
             self.model = OnnxYolo(self.weights, imgsz=imgsz, threads=threads)
             # a fixed-size export runs at its own input size whatever was asked (it cannot take another)
             self.imgsz = self.model.imgsz
+            self.input_mode = check_input_mode(self.model.metadata.get(INPUT_MODE_META, TEST_ONLY))
         else:
             from ultralytics import YOLO
 
+            ckpt = _checkpoint(self.weights) if self.weights.suffix == ".pt" else {}
             if imgsz is None:
-                pt = weights.with_suffix(".pt")
-                imgsz = training_imgsz(pt) if pt.is_file() else 640
+                imgsz = int((ckpt.get("train_args") or {}).get("imgsz", 640))
             self.imgsz = imgsz
+            self.input_mode = check_input_mode(ckpt.get(INPUT_MODE_META) or TEST_ONLY)
             self.model = YOLO(str(self.weights), task="detect")
 
-    def predict(self, images: list[np.ndarray | Path], conf: float | None = None) -> list[list[Detection]]:
-        """Detect defects; images are BGR arrays or paths (decoded with clear errors)."""
+    @property
+    def needs_template(self) -> bool:
+        return self.input_mode == REFERENCE
+
+    def model_input(self, image: np.ndarray, template: np.ndarray | None) -> np.ndarray:
+        """The array the network sees: the board image, or its reference composite for a reference-aware model."""
+        if not self.needs_template:
+            return image
+        if template is None:
+            raise MissingTemplateError("this model compares each board with its defect-free template: give the "
+                                       "template image too (Deep PCB: <id>_temp.jpg beside <id>_test.jpg)")
+        from pcb_pipeline.core.reference import reference_composite
+
+        return reference_composite(image, template)
+
+    def predict(self, images: list[np.ndarray | Path], conf: float | None = None,
+                templates: list[np.ndarray | Path | None] | None = None) -> list[list[Detection]]:
+        """Detect defects; images (and templates) are BGR arrays or paths (decoded with clear errors)."""
         from pcb_pipeline.vision.batch import fast_read_image  # read_image's pixels and errors, faster
 
         conf = self.conf if conf is None else conf
+        templates = templates or [None] * len(images)
+        if len(templates) != len(images):
+            raise ValueError(f"{len(images)} images but {len(templates)} templates")
         out = []
-        for im in images:  # one at a time: the ONNX export has a fixed batch of 1
+        for im, tm in zip(images, templates):  # one at a time: the ONNX export has a fixed batch of 1
             arr = fast_read_image(im) if isinstance(im, (str, Path)) else im
-            out.append(_rows_to_detections(self.predict_rows(arr, conf)))
+            tmpl = fast_read_image(tm) if isinstance(tm, (str, Path)) else tm
+            out.append(_rows_to_detections(self.predict_rows(arr, conf, template=tmpl)))
         return out
 
-    def predict_rows(self, image: np.ndarray, conf: float | None = None, timings: dict | None = None) -> np.ndarray:
+    def predict_rows(self, image: np.ndarray, conf: float | None = None, timings: dict | None = None,
+                     template: np.ndarray | None = None) -> np.ndarray:
         """One decoded BGR image -> (N, 6) float array x1 y1 x2 y2 score class (unrounded), highest score first."""
         conf = self.conf if conf is None else conf
+        image = self.model_input(image, template)
         if self.backend == "onnxruntime":
             return self.model.predict(image, conf=conf, iou=self.iou, max_det=self.max_det, timings=timings)
         res = self.model.predict(image, imgsz=self.imgsz, conf=conf, iou=self.iou, max_det=self.max_det,

@@ -28,6 +28,7 @@ from pcb_pipeline.core import deeppcb, yolo_format
 from pcb_pipeline.core.classes import CLASS_NAMES
 from pcb_pipeline.core.detection_metrics import (DEEPPCB_IOU, compare_at_matched_recall, evaluate_detections,
                                                  matched_recall, operating_point)
+from pcb_pipeline.core.reference import TEST_ONLY
 from pcb_pipeline.vision.detector import training_imgsz
 
 PROTOCOL_CONF = 0.001  # confidence floor of the protocol predictions (complete PR curves)
@@ -44,14 +45,16 @@ def select_samples(split_file: Path, val_groups: bool = False, val_fraction: flo
     return samples
 
 
-def ultralytics_metrics(weights: Path, samples: list[deeppcb.Sample], imgsz: int, batch: int = 8) -> dict:
-    """Ultralytics val (mAP50, mAP50-95, precision, recall, per class) on a temporary YOLO dataset of ``samples``."""
+def ultralytics_metrics(weights: Path, samples: list[deeppcb.Sample], imgsz: int, batch: int = 8,
+                        input_mode: str = TEST_ONLY) -> dict:
+    """Ultralytics val (mAP50, mAP50-95, precision, recall, per class) on a temporary YOLO dataset of ``samples``
+    (reference composites for a reference-aware model)."""
     from ultralytics import YOLO
 
     from pcb_pipeline.vision.train import evaluation_metrics
 
     with tempfile.TemporaryDirectory(prefix="pcb-eval-") as tmp:
-        ds = yolo_format.write_yolo_dataset({"val": samples}, Path(tmp) / "dataset")
+        ds = yolo_format.write_yolo_dataset({"val": samples}, Path(tmp) / "dataset", input_mode=input_mode)
         data = yaml.safe_load(ds.data_yaml.read_text())
         data.setdefault("train", data["val"])  # ultralytics insists on a 'train' key even to validate
         ds.data_yaml.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -70,12 +73,13 @@ def ground_truth(sample: deeppcb.Sample) -> list[tuple]:
 
 
 def model_rows(detector, samples: list[deeppcb.Sample], conf: float = PROTOCOL_CONF) -> tuple[list[list[tuple]], dict]:
-    """Prediction rows (x1, y1, x2, y2, score, class) per sample, through the batch pipeline; unreadable images
-    count as images with no detections and are listed."""
+    """Prediction rows (x1, y1, x2, y2, score, class) per sample, through the batch pipeline (with the templates,
+    which a reference-aware model reads); unreadable images count as images with no detections and are listed."""
     from pcb_pipeline.vision.batch import run_batch
 
     rows, errors = [], {}
-    for name, _, dets, error in run_batch(detector, {s.image_id: s.test_image for s in samples}, conf=conf):
+    for name, _, dets, error in run_batch(detector, {s.image_id: s.test_image for s in samples}, conf=conf,
+                                          templates={s.image_id: s.template_image for s in samples}):
         if error:
             errors[name] = error
         rows.append([(d.x1, d.y1, d.x2, d.y2, d.confidence, d.class_id) for d in dets])
@@ -160,14 +164,15 @@ def evaluate_split(weights: Path, split_file: Path, imgsz: int | None = None, ba
     samples = select_samples(split_file, val_groups, val_fraction)
     pt = weights.with_suffix(".pt")
     imgsz = imgsz or (training_imgsz(pt) if pt.is_file() else 640)
+    detector = Detector(weights, conf=PROTOCOL_CONF, imgsz=imgsz)
     report: dict = {"weights": str(weights), "split": str(split_file), "images": len(samples), "imgsz": imgsz,
+                    "input_mode": detector.input_mode,
                     "subset": (f"group-split validation groups (val_fraction {val_fraction})" if val_groups
                                else "whole split file"),
                     "groups": sorted({s.group for s in samples})}
     if ultralytics_val:
-        report.update(ultralytics_metrics(weights, samples, imgsz, batch))
+        report.update(ultralytics_metrics(weights, samples, imgsz, batch, detector.input_mode))
 
-    detector = Detector(weights, conf=PROTOCOL_CONF, imgsz=imgsz)
     report["backend"] = detector.backend
     gts = [ground_truth(s) for s in samples]
     rows, errors = model_rows(detector, samples)

@@ -191,6 +191,7 @@ class OnnxYolo:
         inp = first.get_inputs()[0]
         self.input_name = inp.name
         meta = first.get_modelmeta().custom_metadata_map
+        self.metadata = dict(meta)
         self.names = _parse_names(meta.get("names"))
         self.task = meta.get("task", "detect")
         if self.task != "detect":

@@ -20,6 +20,8 @@ if __package__ in (None, ""):  # run as a file (ML Job entrypoint): make the pac
 
 from pcb_pipeline import settings  # noqa: E402
 from pcb_pipeline.core.classes import CLASS_NAMES  # noqa: E402
+from pcb_pipeline.core.yolo_format import dataset_input_mode  # noqa: E402
+from pcb_pipeline.vision.detector import stamp_input_mode  # noqa: E402
 from pcb_pipeline.vision.profiles import resolve_profile  # noqa: E402
 
 EXPERIMENT = os.environ.get("PCB_MLFLOW_EXPERIMENT", "pcb_defect_detector")
@@ -101,13 +103,14 @@ def train(args: argparse.Namespace) -> dict:
     data_yaml = (args.data / "data.yaml").resolve()
     if not data_yaml.is_file():
         raise FileNotFoundError(f"no data.yaml in {args.data}")
+    input_mode = dataset_input_mode(args.data)  # what the images are: test images or reference composites
     args.out.mkdir(parents=True, exist_ok=True)
     project = (args.out / "ultralytics").resolve()
     shutil.rmtree(project, ignore_errors=True)
 
     _ensure_experiment(mlflow)
     with mlflow.start_run(run_name=args.run_name) as run:
-        mlflow.log_params({"profile": args.profile, "model": model_cfg, **params})
+        mlflow.log_params({"profile": args.profile, "model": model_cfg, "input_mode": input_mode, **params})
         mlflow.set_tags({"pcb.entrypoint": "pcb_pipeline.vision.train", "pcb.dataset": str(args.data)})
         model = YOLO(model_cfg)
         for event, fn in _mlflow_callbacks(mlflow).items():
@@ -120,6 +123,7 @@ def train(args: argparse.Namespace) -> dict:
         save_dir = Path(model.trainer.save_dir)
         best = save_dir / "weights" / "best.pt"
         shutil.copyfile(best, args.out / "best.pt")
+        stamp_input_mode(args.out / "best.pt", input_mode)  # the Detector reads it: a reference model needs templates
 
         best_model = YOLO(str(args.out / "best.pt"))
         val = best_model.val(data=str(data_yaml), split="val", imgsz=params["imgsz"], batch=params["batch"],
@@ -136,6 +140,7 @@ def train(args: argparse.Namespace) -> dict:
             onnx_path = args.out / "best.onnx"
             if Path(exported).resolve() != onnx_path.resolve():
                 shutil.copyfile(exported, onnx_path)
+            stamp_input_mode(onnx_path, input_mode)
         for f in save_dir.glob("*"):
             if f.suffix in {".png", ".jpg", ".csv", ".yaml"}:
                 mlflow.log_artifact(str(f), artifact_path="training")
@@ -143,6 +148,7 @@ def train(args: argparse.Namespace) -> dict:
         if onnx_path:
             mlflow.log_artifact(str(onnx_path), artifact_path="weights")
         result = {"run_id": run.info.run_id, "metrics": metrics, "imgsz": params["imgsz"], "profile": args.profile,
+                  "input_mode": input_mode,
                   "weights": "best.pt", "onnx": "best.onnx" if onnx_path else None}
     (args.out / "metrics.json").write_text(json.dumps(result, indent=2))
     print("PCB_TRAINING_RESULT " + json.dumps(result), flush=True)
