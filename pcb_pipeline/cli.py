@@ -84,17 +84,27 @@ def cmd_predict(args) -> int:
     from pcb_pipeline.core.images import BadImageError
     from pcb_pipeline.vision.detector import Detector
 
+    from pcb_pipeline.core.deeppcb import template_beside
+    from pcb_pipeline.core.reference import TemplateError
+
+    if args.template and len(args.template) != len(args.images):
+        print(f"error: {len(args.images)} image(s) but {len(args.template)} --template(s): give one per image, in "
+              f"order, or none (a <id>_test.jpg then finds <id>_temp.jpg beside it)", file=sys.stderr)
+        return 2
     detector = Detector(args.weights or _champion_weights(), conf=args.conf)
+    templates = args.template or [template_beside(Path(i)) for i in args.images]
     results, failed = [], 0
-    for image in args.images:
+    for image, template in zip(args.images, templates):
         try:
-            dets = detector.predict([Path(image)])[0]
+            kwargs = {"templates": [Path(template) if template else None]} if detector.needs_template else {}
+            dets = detector.predict([Path(image)], **kwargs)[0]
             results.append({"image": image, "detections": [d.to_dict() for d in dets]})
-        except BadImageError as e:
+        except (BadImageError, TemplateError) as e:
             failed += 1
             results.append({"image": image, "error": str(e)})
     if args.json:
-        print(json.dumps({"backend": detector.backend, "results": results}, indent=2))
+        print(json.dumps({"backend": detector.backend, "input_mode": detector.input_mode, "results": results},
+                         indent=2))
     else:
         for r in results:
             if "error" in r:
@@ -215,6 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("images", nargs="+")
     pr.add_argument("--weights", help="a .pt or .onnx file; default: the registered champion")
     pr.add_argument("--conf", type=float, default=0.25)
+    pr.add_argument("--template", action="append", metavar="PATH",
+                    help="a reference-aware model's template for each image, in order (default: <id>_temp.jpg or "
+                         ".png beside <id>_test.jpg); test-image models ignore it")
     pr.add_argument("--json", action="store_true")
     pr.set_defaults(func=cmd_predict)
 

@@ -65,6 +65,16 @@ def _template_path(jpg: Path) -> Path:
     return png if not jpg.is_file() and png.is_file() else jpg
 
 
+def template_beside(test_image: Path) -> Path | None:
+    """The template of a test image named the Deep PCB way (``<id>_test.<ext>`` -> ``<id>_temp.jpg`` or ``.png``
+    in the same folder), or None."""
+    test_image = Path(test_image)
+    if not test_image.stem.endswith("_test"):
+        return None
+    found = _template_path(test_image.with_name(test_image.stem[: -len("_test")] + "_temp.jpg"))
+    return found if found.is_file() else None
+
+
 def read_split(split_file: Path) -> list[Sample]:
     """Parse a split file; paths are resolved against the split file's folder (PCBData/)."""
     split_file = Path(split_file)

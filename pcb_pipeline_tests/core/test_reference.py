@@ -111,3 +111,13 @@ def test_png_templates_are_found_and_give_the_same_composite(synthetic_root, tmp
     after = deeppcb.read_split(root / "PCBData" / "trainval.txt")[0]
     assert after.template_image == before.template_image.with_suffix(".png")
     assert (reference_composite(load_gray(after.test_image), load_gray(after.template_image)) == expected).all()
+
+
+def test_template_beside(tmp_path):
+    (tmp_path / "1_test.jpg").write_bytes(b"x")
+    assert deeppcb.template_beside(tmp_path / "1_test.jpg") is None
+    (tmp_path / "1_temp.png").write_bytes(b"x")
+    assert deeppcb.template_beside(tmp_path / "1_test.jpg") == tmp_path / "1_temp.png"
+    (tmp_path / "1_temp.jpg").write_bytes(b"x")
+    assert deeppcb.template_beside(tmp_path / "1_test.jpg") == tmp_path / "1_temp.jpg"
+    assert deeppcb.template_beside(tmp_path / "board.jpg") is None

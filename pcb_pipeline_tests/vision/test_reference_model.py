@@ -107,3 +107,26 @@ def test_evaluate_lists_boards_without_templates(reference_weights, synthetic_ro
     r = evaluate_split(reference_weights, root / "PCBData" / "trainval.txt", aoi=False, ultralytics_val=False)
     assert list(r["unreadable_images"]) == [samples[0].image_id]
     assert r["deeppcb_protocol"]["n_images"] == len(samples)
+
+
+def test_cli_predict_finds_the_template_beside_the_image(reference_weights, synthetic_samples, tmp_path, capsys):
+    import json
+
+    from pcb_pipeline.cli import main
+
+    s = synthetic_samples[0]
+    lonely = tmp_path / "lonely_test.jpg"
+    shutil.copyfile(s.test_image, lonely)
+    rc = main(["predict", "--weights", str(reference_weights), "--conf", "0.001", "--json", str(s.test_image),
+               str(lonely)])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 1 and out["input_mode"] == "reference"
+    found, missing = out["results"]
+    assert "error" not in found and len(found["detections"]) > 0
+    assert "template" in missing["error"]
+    rc = main(["predict", "--weights", str(reference_weights), "--conf", "0.001", "--json", str(lonely),
+               "--template", str(s.template_image)])
+    assert rc == 0 and "error" not in json.loads(capsys.readouterr().out)["results"][0]
+    assert main(["predict", "--weights", str(reference_weights), str(lonely), str(lonely),
+                 "--template", str(s.template_image)]) == 2
+    assert "one per image" in capsys.readouterr().err
