@@ -96,5 +96,10 @@ GRANT READ, WRITE ON STAGE IDENTIFIER($pcb_stage) TO ROLE IDENTIFIER($pcb_role);
 GRANT READ, WRITE ON STAGE IDENTIFIER($pcb_job_stage) TO ROLE IDENTIFIER($pcb_role);
 GRANT USAGE, MONITOR ON COMPUTE POOL IDENTIFIER($pcb_compute_pool) TO ROLE IDENTIFIER($pcb_role);
 GRANT USAGE ON INTEGRATION IDENTIFIER($pcb_eai) TO ROLE IDENTIFIER($pcb_role);
+-- Cortex: AI_COMPLETE (cited SOP answers), Cortex Analyst over sql/semantic_model.yaml, and the SOP search service
+-- (sql/cortex_search.sql). CORTEX_USER is granted to PUBLIC by default; granting it to the pipeline role keeps the
+-- pipeline working in accounts whose admins revoked that default.
+GRANT DATABASE ROLE SNOWFLAKE.CORTEX_USER TO ROLE IDENTIFIER($pcb_role);
+GRANT CREATE CORTEX SEARCH SERVICE ON SCHEMA IDENTIFIER($pcb_schema) TO ROLE IDENTIFIER($pcb_role);
 
 -- Next: sql/setup/02_pipeline_session.sql as the pipeline role (creates the tables and checks the grants).

@@ -60,6 +60,9 @@ def test_idempotent_and_parameterised():
         if stmt.upper().startswith("GRANT "):
             assert "IDENTIFIER($pcb_role)" in stmt and " ALL " not in f" {stmt.upper()} ", stmt
     assert "INSTANCE_FAMILY = GPU_NV_M" in text and "DIRECTORY = (ENABLE = TRUE)" in text
+    assert "GRANT DATABASE ROLE SNOWFLAKE.CORTEX_USER TO ROLE IDENTIFIER($pcb_role)" in statements(text)
+    assert "GRANT CREATE CORTEX SEARCH SERVICE ON SCHEMA IDENTIFIER($pcb_schema) TO ROLE IDENTIFIER($pcb_role)" \
+        in statements(text)
     assert text.count("TYPE = 'SNOWFLAKE_SSE'") == 2
     for host in ("pypi.org", "files.pythonhosted.org", "github.com", "huggingface.co"):
         assert f"'{host}:443'" in text
