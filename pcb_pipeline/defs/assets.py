@@ -88,12 +88,27 @@ def _download_raw(st, split: str = "trainval") -> list[deeppcb.Sample]:
 
 
 # --------------------------------------------------------------------------------------------------- metadata
+class MetadataConfig(dg.Config):
+    anchor_date: str | None = None  # ISO date the manufacturing dates lead up to; default: the day the images landed
+
+
 @dg.asset(group_name="warehouse", kinds={"duckdb", "snowflake"}, deps=[raw_pcb_images])
-def pcb_metadata(stage: StageResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
-    """PCB_METADATA: one row per board with factory line, product type, manufacturing date and shift."""
+def pcb_metadata(config: MetadataConfig, stage: StageResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    """PCB_METADATA: one row per board with factory line, product type, manufacturing date and shift.
+
+    Dates are anchored on the day the raw images landed on the stage (not on the day this runs), so a re-run
+    writes the same rows until the images are landed again."""
     st, wh = stage.get(), warehouse.get()
-    samples = deeppcb.read_split(st.get_file(f"{RAW_PREFIX}/PCBData/trainval.txt", scratch_dir("split") / "trainval.txt"))
-    anchor = date.today()
+    split_path = f"{RAW_PREFIX}/PCBData/trainval.txt"
+    listed = [f for f in st.list(split_path) if f.path == split_path]
+    if not listed:
+        raise dg.Failure(f"{split_path} is not on the stage: materialise raw_pcb_images first", allow_retries=False)
+    try:
+        anchor = date.fromisoformat(config.anchor_date) if config.anchor_date else listed[0].last_modified.date()
+    except ValueError:
+        raise dg.Failure(f"anchor_date must be an ISO date (YYYY-MM-DD), got {config.anchor_date!r}",
+                         allow_retries=False) from None
+    samples = deeppcb.read_split(st.get_file(split_path, scratch_dir("split") / "trainval.txt"))
     rows = pd.DataFrame([{**board_metadata(s.board_id, s.group, anchor),
                           "source_image_path": f"{RAW_PREFIX}/PCBData/{s.group}/{s.test_image.parent.name}/{s.test_image.name}"}
                          for s in samples])
@@ -101,6 +116,7 @@ def pcb_metadata(stage: StageResource, warehouse: WarehouseResource) -> dg.Mater
     by_line = rows.groupby("factory_line_id").size().to_dict()
     return dg.MaterializeResult(metadata={
         "rows": len(rows),
+        "anchor_date": anchor.isoformat(),
         "boards_per_line": dg.MetadataValue.json({k: int(v) for k, v in by_line.items()}),
         "preview": dg.MetadataValue.md(rows.head(8).to_markdown(index=False)),
     })
