@@ -36,7 +36,7 @@ def yolo_dataset_checks(stage: StageResource):
     yield dg.AssetCheckResult(check_name="no_split_leakage", passed=not (leak["groups"] or leak["images"]),
                               metadata={"leaked_groups": dg.MetadataValue.json(leak["groups"]),
                                         "leaked_images": len(leak["images"])})
-    missing = [p.name for p in (dataset / "images").rglob("*.jpg")
+    missing = [p.name for p in (dataset / "images").rglob(yolo_format.IMAGE_GLOB)
                if not (dataset / "labels" / p.parent.name / f"{p.stem}.txt").is_file()]
     yield dg.AssetCheckResult(check_name="every_image_labelled", passed=not missing,
                               metadata={"unlabelled": dg.MetadataValue.json(missing[:20])})

@@ -63,16 +63,21 @@ def fast_read_image(path: Path | str) -> np.ndarray:
     return decode_image(data, str(path))
 
 
-def _decode(item: tuple[str, Path, Path | None]):
-    """(name, image, template, error); the template is read only when one is given."""
+def _decode(item: tuple[str, Path, Path | None], prepare=None):
+    """(name, image, model input, error). With ``prepare`` (a reference-aware detector's ``model_input``) the
+    template is read too and the composite is built here, on the decoder thread, not on the inference thread."""
     name, path, template = item
     current = path
     try:
         image = fast_read_image(path)
+        if prepare is None:
+            return name, image, image, None
         current = template
-        return name, image, (fast_read_image(template) if template is not None else None), None
+        return name, image, prepare(image, fast_read_image(template) if template is not None else None), None
     except BadImageError as e:
         return name, None, None, str(e)
+    except TemplateError as e:
+        return name, None, None, f"{path}: {e}"
     except (OSError, MemoryError) as e:  # unreadable file, out of memory for one absurd image: that image only
         return name, None, None, f"{current}: cannot read image ({type(e).__name__}: {e})"
 
@@ -87,8 +92,8 @@ def run_batch(detector, images: dict[str, Path], prefetch: int = 4, decode_worke
     A reference-aware detector (``needs_template``) gets each image's template from ``templates`` (same keys),
     decoded alongside it; an image without a usable template is an error of that image.
     """
-    needs_template = bool(getattr(detector, "needs_template", False))
-    templates = templates if needs_template else None  # a test-image model never reads them
+    prepare = detector.model_input if getattr(detector, "needs_template", False) else None
+    templates = templates if prepare else None  # a test-image model never reads them
     items = [(name, path, (templates or {}).get(name)) for name, path in images.items()]
     prefetch = max(1, int(prefetch))
     results: queue.Queue = queue.Queue(maxsize=prefetch)
@@ -106,24 +111,21 @@ def run_batch(detector, images: dict[str, Path], prefetch: int = 4, decode_worke
     def infer_worker() -> None:
         try:
             with ThreadPoolExecutor(max_workers=max(1, decode_workers), thread_name_prefix="pcb-decode") as pool:
-                pending: deque = deque(pool.submit(_decode, it) for it in items[:prefetch])
+                pending: deque = deque(pool.submit(_decode, it, prepare) for it in items[:prefetch])
                 nxt = len(pending)
                 try:
                     while pending and not stop.is_set():
-                        name, image, template, error = pending.popleft().result()
+                        name, image, model_input, error = pending.popleft().result()
                         if nxt < len(items):
-                            pending.append(pool.submit(_decode, items[nxt]))
+                            pending.append(pool.submit(_decode, items[nxt], prepare))
                             nxt += 1
                         if error:
                             out = (name, None, [], error)
                         else:
                             kwargs = {"conf": conf} if conf is not None else {}
-                            if needs_template:
-                                kwargs["templates"] = [template]
-                            try:
-                                out = (name, image, detector.predict([image], **kwargs)[0], None)
-                            except TemplateError as e:
-                                out = (name, None, [], f"{images[name]}: {e}")
+                            dets = (detector.predict_inputs([model_input], **kwargs) if prepare
+                                    else detector.predict([image], **kwargs))[0]
+                            out = (name, image, dets, None)
                         if not put(out):
                             return
                 finally:

@@ -130,11 +130,20 @@ class Detector:
             out.append(_rows_to_detections(self.predict_rows(arr, conf, template=tmpl)))
         return out
 
+    def predict_inputs(self, model_inputs: list[np.ndarray], conf: float | None = None) -> list[list[Detection]]:
+        """Detect defects in arrays ``model_input`` already prepared (the batch pipeline builds reference composites
+        on its decoder thread, beside inference)."""
+        conf = self.conf if conf is None else conf
+        return [_rows_to_detections(self.network_rows(x, conf)) for x in model_inputs]
+
     def predict_rows(self, image: np.ndarray, conf: float | None = None, timings: dict | None = None,
                      template: np.ndarray | None = None) -> np.ndarray:
         """One decoded BGR image -> (N, 6) float array x1 y1 x2 y2 score class (unrounded), highest score first."""
+        return self.network_rows(self.model_input(image, template), conf, timings)
+
+    def network_rows(self, image: np.ndarray, conf: float | None = None, timings: dict | None = None) -> np.ndarray:
+        """``predict_rows`` on an array that is already the network's input (see ``model_input``)."""
         conf = self.conf if conf is None else conf
-        image = self.model_input(image, template)
         if self.backend == "onnxruntime":
             return self.model.predict(image, conf=conf, iou=self.iou, max_det=self.max_det, timings=timings)
         res = self.model.predict(image, imgsz=self.imgsz, conf=conf, iou=self.iou, max_det=self.max_det,

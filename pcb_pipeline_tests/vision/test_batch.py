@@ -193,3 +193,42 @@ def test_torch_fallback_through_the_batch(smoke_weights, synthetic_samples):
     out = list(run_batch(det, {s.image_id: s.test_image for s in synthetic_samples[:2]}))
     assert [o[3] for o in out] == [None, None]
     assert out[0][2] == det.predict([synthetic_samples[0].test_image])[0]
+
+
+class FakeReferenceDetector:
+    """A reference-aware detector: records on which thread composites are built and what the network sees."""
+
+    needs_template = True
+
+    def __init__(self):
+        self.prepared_on: list[str] = []
+        self.seen: list[int] = []
+
+    def model_input(self, image, template):
+        from pcb_pipeline.core.reference import MissingTemplateError
+
+        if template is None:
+            raise MissingTemplateError("no template")
+        self.prepared_on.append(threading.current_thread().name)
+        return image + template  # marker + 1
+
+    def predict_inputs(self, inputs, conf=None):
+        self.seen.append(int(inputs[0][0, 0, 0]))
+        return [[("det", int(inputs[0][0, 0, 0]))]]
+
+
+def test_reference_composites_are_built_on_the_decoder_thread(tmp_path):
+    import cv2
+
+    images = _image_files(tmp_path, 3)
+    one = tmp_path / "one.png"
+    img = np.zeros((64, 64, 3), np.uint8)
+    img[0, 0] = 1
+    cv2.imwrite(str(one), img)
+    det = FakeReferenceDetector()
+    got = list(run_batch(det, images, templates={"board0": one, "board2": one}))
+    assert [g[0] for g in got] == ["board0", "board1", "board2"]
+    assert got[0][2] == [("det", 1)] and got[2][2] == [("det", 3)]  # the network saw image + template
+    assert got[0][1][0, 0, 0] == 0  # the caller gets the board image itself (to draw on), not the composite
+    assert got[1][3].endswith("no template") and got[1][2] == []
+    assert det.seen == [1, 3] and det.prepared_on and all(n.startswith("pcb-decode") for n in det.prepared_on)
