@@ -25,6 +25,13 @@ _ANALYSTS: dict[int, LocalDataAnalyst] = {}
 _SEARCHES: dict[str, LocalManualSearch] = {}
 
 
+def check_question(question) -> str:
+    """The question as a string; ValueError("empty question") for None, "" or only whitespace."""
+    if not question or not str(question).strip():
+        raise ValueError("empty question")
+    return str(question)
+
+
 # ------------------------------------------------------------------------------------------------------- data
 def local_analyst(model: SemanticModel | None = None) -> LocalDataAnalyst:
     model = model or load_semantic_model()
@@ -41,10 +48,9 @@ def ask_data(question: str, warehouse, analyst=None, model: SemanticModel | None
     semantic-model engine; pass a CortexAnalystClient to use Cortex Analyst. Always returns the keys sql, columns,
     rows, interpretation (plus suggestions, source, answered); sql is None when the question cannot be answered.
     """
-    if not question or not str(question).strip():
-        raise ValueError("empty question")
+    question = check_question(question)
     analyst = analyst or local_analyst(model)
-    ans: DataAnswer = analyst.ask(str(question), warehouse)
+    ans: DataAnswer = analyst.ask(question, warehouse)
     return ans.to_dict()
 
 
@@ -113,8 +119,7 @@ def ask_manuals(question: str, category: str | None = None, search: ManualSearch
     "defect_category", "text", ...}]}. `category` is a defect_category (Etching, Soldering, Mechanical, ...) or a
     defect class (mousebite, pin-hole, ...). `search` defaults to the local index; pass a SnowflakeManualSearch to
     use Cortex Search + AI_COMPLETE."""
-    if not question or not str(question).strip():
-        raise ValueError("empty question")
+    question = check_question(question)
     search = search or default_manual_search()
-    ans: Answer = search.answer(str(question), category=category)
+    ans: Answer = search.answer(question, category=category)
     return ans.to_dict()
