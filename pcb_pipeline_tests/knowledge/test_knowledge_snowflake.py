@@ -11,10 +11,15 @@ parameters) and the Cortex Analyst REST API (request and response validated with
 from __future__ import annotations
 
 import json
+import sys
 import types
+from pathlib import Path
 
 import pytest
 import sqlglot
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "backends" / "snowflake"))
+from sf_fakes import cortex_search_root  # noqa: E402 - the Snowflake backend tests' stand-ins
 
 from knowledge_golden import GOLDEN_QUERY, GOLDEN_QUESTION, SAMPLE_RAG_PROMPT
 from pcb_pipeline.knowledge.analyst import CortexAnalystClient, CortexAnalystError, parse_reply
@@ -159,25 +164,6 @@ class _StubSearchApi:
         return QueryResponse.from_dict({"results": rows, "request_id": "req-1"})
 
 
-def _root_with_real_search_resource(api):
-    """root.databases[db].schemas[schema].cortex_search_services[name] -> snowflake.core's real resource class."""
-    from snowflake.core.cortex.search_service import CortexSearchServiceResource
-
-    class Collection:
-        def __init__(self, db, schema):
-            self.schema = types.SimpleNamespace(name=schema, database=types.SimpleNamespace(name=db))
-            self._api = api
-            # telemetry is sent through the Root; a no-op client keeps it local
-            self.root = types.SimpleNamespace(_telemetry_client=types.SimpleNamespace(safe_send=lambda *a, **k: None))
-
-        def __getitem__(self, name):
-            return CortexSearchServiceResource(name, self)
-
-    return types.SimpleNamespace(databases={
-        "PCB": types.SimpleNamespace(schemas={
-            "PIPELINE": types.SimpleNamespace(cortex_search_services=Collection("PCB", "PIPELINE"))})})
-
-
 class _FakeSnowpark:
     """Records session.sql(query, params) and returns a canned AI_COMPLETE answer that cites [1] and [2]."""
 
@@ -194,7 +180,7 @@ class _FakeSnowpark:
 def test_snowflake_manual_search_contract(manual_search):
     api = _StubSearchApi(manual_search)
     session = _FakeSnowpark()
-    sf = SnowflakeManualSearch(session, "PCB", "PIPELINE", root=_root_with_real_search_resource(api), limit=4)
+    sf = SnowflakeManualSearch(session, "PCB", "PIPELINE", root=cortex_search_root(api), limit=4)
     ans = sf.answer(SAMPLE_RAG_PROMPT, category="mousebite")
     # the search went through snowflake.core's resource with our columns, filter and limit
     db, schema, name, req = api.calls[0]

@@ -1,12 +1,18 @@
 """Test stand-in: fakesnow (patch mode) plus a recording cursor that emulates what fakesnow 0.12 cannot run.
 
-Natively executed by fakesnow: everything except the four forms below.
+Natively executed by fakesnow: everything except the six forms below.
 Emulated here, over fakesnow's own stage folder, with the semantics of Snowflake's documentation and of
 snowflake-connector-python 4.8.1 (each emulation is marked in the record, so tests can say which is which):
   GET @S/path 'file:///dir/' [PATTERN = '...']   prefix match (+ full-match PATTERN), files land flat in dir
   REMOVE @S/path [PATTERN = '...']               prefix match (+ PATTERN)
   LIST @S/path                                   fakesnow runs `LIST @S`; rows are filtered by the path prefix
   PUT 'file:///dir/*' @S/path/ ...               the wildcard is expanded; fakesnow runs one PUT per file
+and, for the Cortex side, which no fakesnow can host:
+  CREATE [OR REPLACE] CORTEX SEARCH SERVICE ...  checked against the documented clause order
+                                                 (parse_search_service_ddl); its source query runs on fakesnow (so the
+                                                 table and columns must exist); the service is kept in
+                                                 `Recorder.cortex_services` for sf_fakes.FakeCortexSearchApi to query
+  SELECT AI_COMPLETE(%s, %s) ...                 answered by `Recorder.complete(model, prompt)` (a stand-in, not an LLM)
 """
 from __future__ import annotations
 
@@ -17,12 +23,27 @@ import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 from unittest import mock
 
 GET_RE = re.compile(r"^GET\s+@([A-Za-z0-9_$.]+)(/\S*)?\s+'file://([^']+)'(?:\s+PATTERN\s*=\s*'([^']*)')?\s*$", re.I)
 REMOVE_RE = re.compile(r"^REMOVE\s+@([A-Za-z0-9_$.]+)(/\S*)?(?:\s+PATTERN\s*=\s*'([^']*)')?\s*$", re.I)
 LIST_RE = re.compile(r"^LIST\s+@([A-Za-z0-9_$.]+)(/\S*)?\s*$", re.I)
 PUT_GLOB_RE = re.compile(r"^PUT\s+'file://([^']*[*?][^']*)'\s+(@\S+)(.*)$", re.I)
+CORTEX_SEARCH_DDL_RE = re.compile(r"^CREATE\s+(?:OR\s+REPLACE\s+)?CORTEX\s+SEARCH\s+SERVICE\s", re.I)
+AI_COMPLETE_RE = re.compile(r"^SELECT\s+AI_COMPLETE\(\s*%s\s*,\s*%s\s*\)(?:\s+AS\s+(\w+))?\s*$", re.I)
+PASSAGE_RE = re.compile(r"^\[(\d+)\] [^\n]*:\n(.+?)(?:\n\n|$)", re.M | re.S)
+SENTENCE_END_RE = re.compile(r"(?<=[.!?])\s")
+
+
+def extractive_complete(model: str, prompt: str) -> str:
+    """Stand-in for AI_COMPLETE on pcb_pipeline's RAG prompt: the first sentence of each of the first two passages,
+    each cited as [n]; "not covered" when the prompt has no passages. Deterministic, and never an LLM."""
+    passages = PASSAGE_RE.findall(prompt)
+    if not passages:
+        return "The manuals do not cover this."
+    first = [(n, SENTENCE_END_RE.split(text.strip(), maxsplit=1)[0]) for n, text in passages[:2]]
+    return " ".join(f"{sentence} [{n}]" for n, sentence in first)
 
 
 @dataclass
@@ -35,6 +56,9 @@ class Record:
 @dataclass
 class Recorder:
     records: list[Record] = field(default_factory=list)
+    # (DATABASE, SCHEMA, SERVICE) -> parse_search_service_ddl parts, for every emulated CREATE CORTEX SEARCH SERVICE
+    cortex_services: dict[tuple[str, str, str], dict] = field(default_factory=dict)
+    complete: Callable[[str, str], str] = extractive_complete  # what the emulated AI_COMPLETE answers
 
     def add(self, statement, params, how):
         self.records.append(Record(" ".join(str(statement).split()), params, how))
@@ -46,14 +70,19 @@ class Recorder:
         self.records.clear()
 
 
+def _qualify(conn, name: str) -> tuple[str, str, str]:
+    """(DATABASE, SCHEMA, NAME) of a 1- to 3-part name, resolved against the connection's current database/schema."""
+    parts = name.upper().split(".")
+    schema_now = getattr(conn, "schema", None) or conn._schema
+    db, schema, obj = {1: lambda: (conn.database, schema_now, parts[0]),
+                       2: lambda: (conn.database, parts[0], parts[1]), 3: lambda: tuple(parts)}[len(parts)]()
+    return str(db).upper(), str(schema).upper(), obj
+
+
 def _stage_root(conn, name: str) -> Path:
     from fakesnow.transforms.stage import internal_dir
 
-    parts = name.upper().split(".")
-    schema_now = getattr(conn, "schema", None) or conn._schema
-    db, schema, stage = {1: lambda: (conn.database, schema_now, parts[0]),
-                         2: lambda: (conn.database, parts[0], parts[1]), 3: lambda: tuple(parts)}[len(parts)]()
-    return Path(internal_dir(f"{db}.{schema}.{stage}"))
+    return Path(internal_dir(".".join(_qualify(conn, name))))
 
 
 def _files(root: Path) -> list[str]:
@@ -84,8 +113,8 @@ class ShimCursor:
             return self._rows.pop(0) if self._rows else None
         return self._cur.fetchone()
 
-    def _emulate(self, statement, rows, names):
-        self._rec.add(statement, None, "emulated")
+    def _emulate(self, statement, rows, names, params=None):
+        self._rec.add(statement, params, "emulated")
         self._rows = rows
         self._description = [(n, None, None, None, None, None, None) for n in names]
         return self
@@ -125,6 +154,23 @@ class ShimCursor:
             self._cur.execute(f"LIST @{stage}")
             rows = [r for r in self._cur.fetchall() if r[0].split("/", 1)[-1].startswith(path)]
             return self._emulate(text, rows, ["name", "size", "md5", "last_modified"])
+        if CORTEX_SEARCH_DDL_RE.match(text):
+            from pcb_pipeline.knowledge.snowflake_search import parse_search_service_ddl
+
+            parts = parse_search_service_ddl(text)  # raises on a statement Snowflake would reject by its syntax
+            self._rec.add(parts["query"], None, "fakesnow")
+            self._cur.execute(parts["query"])  # the source must exist, as Snowflake checks on CREATE
+            self._cur.fetchall()
+            key = _qualify(self._conn, parts["name"])
+            if key in self._rec.cortex_services and not re.match(r"^CREATE\s+OR\s+REPLACE\s", text, re.I):
+                if not re.search(r"\sIF\s+NOT\s+EXISTS\s", text, re.I):
+                    raise RuntimeError(f"Cortex Search service {'.'.join(key)} already exists")
+            else:
+                self._rec.cortex_services[key] = parts
+            return self._emulate(text, [(f"Cortex search service {key[2]} successfully created.",)], ["status"])
+        if m := AI_COMPLETE_RE.match(text):
+            model, prompt = params
+            return self._emulate(text, [(self._rec.complete(model, prompt),)], [m.group(1) or "AI_COMPLETE"], params)
         if m := PUT_GLOB_RE.match(text):
             pattern, rest = m.group(1), f"{m.group(2)}{m.group(3)}"
             self._rec.add(text, None, "emulated")

@@ -1,5 +1,6 @@
-"""Stand-ins for snowflake.ml (no account here). Every call is checked against the installed library's real
-signature with inspect.signature(...).bind, so a keyword the library does not take fails the test."""
+"""Stand-ins for snowflake.ml and snowflake.core's Cortex Search (no account here). Every snowflake.ml call is checked
+against the installed library's real signature with inspect.signature(...).bind, so a keyword the library does not take
+fails the test; Cortex Search goes through snowflake.core's real resource class and request/response models."""
 from __future__ import annotations
 
 import inspect
@@ -173,6 +174,81 @@ class FakeSession:
         bind(Session.create_dataframe, self, data, schema=schema)
         self.frames.append((data, schema))
         return pd.DataFrame(data, columns=schema)
+
+
+# ------------------------------------------------------------------------------------------------ Cortex Search
+def cortex_search_root(api):
+    """A Root stand-in: `root.databases[db].schemas[schema].cortex_search_services[name]` is snowflake.core's real
+    CortexSearchServiceResource, whose `.search(...)` builds the real QueryRequest and hands it to `api` (in place of
+    the generated CortexSearchServiceApi, i.e. the REST transport)."""
+    import types
+
+    from snowflake.core.cortex.search_service import CortexSearchServiceResource
+
+    class Services:
+        def __init__(self, db, schema):
+            self.schema = types.SimpleNamespace(name=schema, database=types.SimpleNamespace(name=db))
+            self._api = api
+            # telemetry is sent through the Root; a no-op client keeps it local
+            self.root = types.SimpleNamespace(_telemetry_client=types.SimpleNamespace(safe_send=lambda *a, **k: None))
+
+        def __getitem__(self, name):
+            return CortexSearchServiceResource(name, self)
+
+    class Keyed:
+        def __init__(self, make):
+            self._make = make
+
+        def __getitem__(self, key):
+            return self._make(key)
+
+    return types.SimpleNamespace(databases=Keyed(lambda db: types.SimpleNamespace(schemas=Keyed(
+        lambda schema: types.SimpleNamespace(cortex_search_services=Services(db, schema))))))
+
+
+class FakeCortexSearchApi:
+    """snowflake.core's CortexSearchServiceApi, answering for the services that fakesnow_shim saw created.
+
+    A query runs the service's own source query (from its CREATE statement) on fakesnow, applies the request's
+    `{"@eq": {attribute: value}}` filter (attributes only, as Cortex Search allows) and ranks rows by the number of
+    query words found in the search column: a keyword stand-in for Cortex's hybrid ranking, not a model of it.
+    """
+
+    api_client = None  # snowflake.core's telemetry wrapper touches it
+
+    def __init__(self, recorder, connect):
+        self.recorder, self.connect = recorder, connect
+        self.calls: list[tuple] = []
+
+    def query_cortex_search_service(self, database, var_schema, service_name, query_request, async_req=False):
+        import re
+
+        from snowflake.core.cortex.search_service._generated.models import QueryRequest, QueryResponse
+
+        assert isinstance(query_request, QueryRequest)
+        self.calls.append((database, var_schema, service_name, query_request))
+        key = (database.upper(), var_schema.upper(), service_name.upper())
+        parts = self.recorder.cortex_services.get(key)
+        if parts is None:
+            raise LookupError(f"Cortex Search Service {'.'.join(key)} does not exist or not authorized.")
+        unknown = [c for c in query_request.columns if c.lower() not in parts["selected"]]
+        assert not unknown, f"columns not in the service: {unknown}"
+        where, params = "", []
+        for op, cond in (query_request.filter or {}).items():
+            assert op == "@eq" and len(cond) == 1, f"filter not emulated: {query_request.filter}"
+            (attr, value), = cond.items()
+            assert attr.lower() in {a.lower() for a in parts["attributes"]}, f"{attr} is not an ATTRIBUTE"
+            where, params = f" WHERE {attr} = %s", [value]
+        with self.connect() as conn:
+            cur = getattr(conn, "_conn", conn).cursor()  # past the recording shim: the service's reads are not ours
+            cur.execute(f"SELECT * FROM ({parts['query']}){where}", params or None)
+            names = [d[0].lower() for d in cur.description]
+            rows = [dict(zip(names, r)) for r in cur.fetchall()]
+        words = set(re.findall(r"[a-z0-9-]{3,}", query_request.query.lower()))
+        on = parts["on"].lower()
+        rows.sort(key=lambda r: (-len(words & set(re.findall(r"[a-z0-9-]{3,}", str(r[on]).lower()))), str(r[on])))
+        results = [{c: r[c.lower()] for c in query_request.columns} for r in rows[:query_request.limit]]
+        return QueryResponse.from_dict({"results": results, "request_id": f"fake-{len(self.calls)}"})
 
 
 def copy_tree(src: Path, dst: Path) -> None:
