@@ -1,6 +1,6 @@
 """Dagster resources for PCB_BACKEND=snowflake: the same keys and `.get()` interfaces as `local_resources()`.
 
-Credentials reach Dagster only as `dg.EnvVar(...)` inside one `dagster_snowflake.SnowflakeResource` shared by the four
+Credentials reach Dagster only as `dg.EnvVar(...)` inside one `dagster_snowflake.SnowflakeResource` shared by the five
 resources (Dagster resolves them when a run starts; they never appear in run config). `snowflake_resources()`
 validates the environment first (pcb_pipeline.backends.snowflake.config) and raises SnowflakeConfigError naming the
 variable, so a missing or wrong setting stops the code location from loading instead of failing mid-run.
@@ -8,6 +8,7 @@ variable, so a missing or wrong setting stops the code location from loading ins
 from __future__ import annotations
 
 import os
+import re
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Callable
@@ -20,6 +21,11 @@ from pcb_pipeline.backends.base import ModelRegistry, Stage, TrainingDispatcher,
 from pcb_pipeline.backends.snowflake.config import SnowflakeSettings, from_env
 from pcb_pipeline.backends.snowflake.registry import DEFAULT_MODEL_PIP
 from pcb_pipeline.backends.snowflake.training import DEFAULT_PIP_REQUIREMENTS
+from pcb_pipeline.knowledge.snowflake_search import (CHUNKS_TABLE, DEFAULT_LLM, DEFAULT_WAREHOUSE, SERVICE_NAME,
+                                                     SnowflakeManualSearch, cortex_search_statements,
+                                                     parse_search_service_ddl, sync_chunks)
+
+_CORTEX_SERVICE_DDL = re.compile(r"\bCORTEX\s+SEARCH\s+SERVICE\b", re.I)
 
 
 def _qualified(sf: SnowflakeResource, name: str) -> str:
@@ -141,6 +147,59 @@ class SnowflakeRegistryResource(dg.ConfigurableResource):
         return RegistryInference(self.get(), self._stage(), cfg, session_factory=self.session_factory(), log=log)
 
 
+class SnowflakeSearchIndexResource(dg.ConfigurableResource):
+    """The manual search on Snowflake: SOP_CHUNKS + Cortex Search PCB_SOP_SEARCH_SERVICE, answers from AI_COMPLETE.
+
+    Same methods as the local SearchIndexResource. `publish` runs sql/cortex_search.sql: CREATE TABLE IF NOT EXISTS
+    SOP_CHUNKS, replaces its rows with the chunks (MERGE, then DELETE of chunks that are gone), then CREATE OR
+    REPLACE CORTEX SEARCH SERVICE over it. `ask` queries the service through snowflake.core and answers with
+    AI_COMPLETE (pcb_pipeline.knowledge.snowflake_search.SnowflakeManualSearch), in ask_manuals' dict shape.
+    """
+
+    snowflake: SnowflakeResource
+    warehouse: str | None = None  # the service's refresh warehouse; default: the connection's (SNOWFLAKE_WAREHOUSE)
+    target_lag: str | None = None  # e.g. '30 minutes'; default: sql/cortex_search.sql's ('1 hour')
+    llm: str = DEFAULT_LLM  # AI_COMPLETE model
+    limit: int = 5  # passages retrieved per question
+
+    def root_factory(self) -> Callable[[Any], Any] | None:
+        return None  # snowflake.core.Root over the connection
+
+    def statements(self) -> list[str]:
+        return cortex_search_statements(warehouse=self.warehouse or self.snowflake.warehouse or DEFAULT_WAREHOUSE,
+                                        target_lag=self.target_lag)
+
+    def publish(self, chunks) -> str:
+        from pcb_pipeline.backends.snowflake.warehouse import SnowflakeWarehouse
+
+        if not chunks:
+            raise ValueError("no chunks to publish: the Cortex Search service would be empty")
+        stmts = self.statements()
+        services = [s for s in stmts if _CORTEX_SERVICE_DDL.search(s)]
+        tables = [s for s in stmts if not _CORTEX_SERVICE_DDL.search(s)]
+        wh = SnowflakeWarehouse(self.snowflake.get_connection)
+        for stmt in tables:
+            wh.execute(stmt)
+        n = sync_chunks(wh, list(chunks))
+        parts = [parse_search_service_ddl(s) for s in services]  # refuse a malformed DDL before sending any
+        for stmt in services:
+            wh.execute(stmt)
+        return "; ".join(f"Cortex Search service {_qualified(self.snowflake, p['name'])} over {n} chunks in "
+                         f"{_qualified(self.snowflake, CHUNKS_TABLE)} (warehouse {p['warehouse']}, target lag "
+                         f"{p['target_lag']})" for p in parts)
+
+    def ask(self, question: str, category: str | None = None) -> dict:
+        from pcb_pipeline.knowledge.api import ask_manuals, check_question
+
+        question = check_question(question)  # before opening a connection
+        factory = self.root_factory()
+        with self.snowflake.get_connection() as conn:
+            search = SnowflakeManualSearch(conn, self.snowflake.database, self.snowflake.schema_, service=SERVICE_NAME,
+                                           llm=self.llm, limit=self.limit,
+                                           root=factory(conn) if factory is not None else None)
+            return ask_manuals(question, category, search=search)
+
+
 def snowflake_connection(s: SnowflakeSettings, env=None) -> SnowflakeResource:
     """One SnowflakeResource whose credentials are EnvVars (validated beforehand by `from_env`)."""
     env = os.environ if env is None else env
@@ -162,16 +221,14 @@ def snowflake_connection(s: SnowflakeSettings, env=None) -> SnowflakeResource:
 def snowflake_resources(env=None) -> dict:
     """The keys of local_resources(), on Snowflake; raises SnowflakeConfigError on bad settings.
 
-    "search_index" (manual search) is still the local index here: the Cortex Search side lives in
-    pcb_pipeline.knowledge.snowflake_search and is wired by its own resource when that lands.
+    "search_index" (manual search) is Cortex Search: SOP_CHUNKS + PCB_SOP_SEARCH_SERVICE refreshed by the connection's
+    warehouse, answers from AI_COMPLETE (SnowflakeSearchIndexResource).
     """
-    from pcb_pipeline.defs.resources import SearchIndexResource
-
     s = from_env(env)
     sf = snowflake_connection(s, env)
     p = settings.configure()
     return {
-        "search_index": SearchIndexResource(index_dir=str(p.home / "knowledge" / "sop_index")),
+        "search_index": SnowflakeSearchIndexResource(snowflake=sf),
         "stage": SnowflakeStageResource(snowflake=sf, stage_name=s.stage),
         "warehouse": SnowflakeWarehouseResource(snowflake=sf),
         "trainer": SnowflakeTrainingResource(snowflake=sf, compute_pool=s.compute_pool, job_stage=s.job_stage,

@@ -4,7 +4,8 @@ Stage and warehouse are the real Snowflake resources talking SQL to fakesnow thr
 SnowflakeResource. The two things no fakesnow can host are played by stand-ins bound to the real library signatures:
 the ML Job (its output is the session's smoke run of the very payload the dispatcher builds) and the Model Registry
 API. Everything else, including streaming job logs into the Dagster run, fetching weights from the job stage,
-the promotion gate and inference with the champion, runs as it would against an account.
+the promotion gate and inference with the champion, runs as it would against an account. The knowledge assets on
+Snowflake (search_index = Cortex Search) are materialised in test_sf_search_index.py.
 """
 from __future__ import annotations
 
@@ -21,9 +22,9 @@ from pcb_pipeline.backends.snowflake.stage import SnowflakeStage
 from pcb_pipeline.defs.assets import GOLDEN_QUERY, assets, defect_logs
 from pcb_pipeline.defs.checks import checks
 from pcb_pipeline.defs.jobs import jobs
-from pcb_pipeline.defs.snowflake_resources import (SnowflakeRegistryResource, SnowflakeStageResource,
-                                                   SnowflakeTrainingResource, SnowflakeWarehouseResource,
-                                                   snowflake_resources)
+from pcb_pipeline.defs.snowflake_resources import (SnowflakeRegistryResource, SnowflakeSearchIndexResource,
+                                                   SnowflakeStageResource, SnowflakeTrainingResource,
+                                                   SnowflakeWarehouseResource, snowflake_resources)
 from pcb_pipeline.demo import demo_run_config
 
 EMULATED = re.compile(r"^(GET @|REMOVE @|LIST @\S+/|PUT '[^']*\*')")
@@ -38,9 +39,10 @@ def test_definitions_load_with_snowflake_resources(fake_account, monkeypatch):
         from pcb_pipeline.defs.resources import local_resources
 
         assert set(res) == set(local_resources())
-        assert {k: type(res[k]) for k in ("stage", "warehouse", "trainer", "registry")} == {
+        assert {k: type(res[k]) for k in ("stage", "warehouse", "trainer", "registry", "search_index")} == {
             "stage": SnowflakeStageResource, "warehouse": SnowflakeWarehouseResource,
-            "trainer": SnowflakeTrainingResource, "registry": SnowflakeRegistryResource}
+            "trainer": SnowflakeTrainingResource, "registry": SnowflakeRegistryResource,
+            "search_index": SnowflakeSearchIndexResource}
         assert module.defs.resolve_job_def("pcb_pipeline_job") is not None
         monkeypatch.delenv("SNOWFLAKE_ACCOUNT")
         with pytest.raises(Exception, match="SNOWFLAKE_ACCOUNT"):
