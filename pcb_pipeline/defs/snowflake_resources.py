@@ -22,7 +22,7 @@ from pcb_pipeline.backends.snowflake.config import SnowflakeSettings, from_env
 from pcb_pipeline.backends.snowflake.registry import DEFAULT_MODEL_PIP
 from pcb_pipeline.backends.snowflake.training import DEFAULT_PIP_REQUIREMENTS
 from pcb_pipeline.knowledge.snowflake_search import (CHUNKS_TABLE, DEFAULT_LLM, DEFAULT_WAREHOUSE, SERVICE_NAME,
-                                                     SnowflakeManualSearch, cortex_search_statements,
+                                                     ConnectedManualSearch, cortex_search_statements,
                                                      parse_search_service_ddl, sync_chunks)
 
 _CORTEX_SERVICE_DDL = re.compile(r"\bCORTEX\s+SEARCH\s+SERVICE\b", re.I)
@@ -188,16 +188,16 @@ class SnowflakeSearchIndexResource(dg.ConfigurableResource):
                          f"{_qualified(self.snowflake, CHUNKS_TABLE)} (warehouse {p['warehouse']}, target lag "
                          f"{p['target_lag']})" for p in parts)
 
-    def ask(self, question: str, category: str | None = None) -> dict:
-        from pcb_pipeline.knowledge.api import ask_manuals, check_question
+    def manual_search(self) -> ConnectedManualSearch:
+        """The ManualSearch behind `ask`: one connection per question (none is opened before one is asked)."""
+        return ConnectedManualSearch(self.snowflake.get_connection, self.snowflake.database, self.snowflake.schema_,
+                                     service=SERVICE_NAME, llm=self.llm, limit=self.limit,
+                                     root_factory=self.root_factory())
 
-        question = check_question(question)  # before opening a connection
-        factory = self.root_factory()
-        with self.snowflake.get_connection() as conn:
-            search = SnowflakeManualSearch(conn, self.snowflake.database, self.snowflake.schema_, service=SERVICE_NAME,
-                                           llm=self.llm, limit=self.limit,
-                                           root=factory(conn) if factory is not None else None)
-            return ask_manuals(question, category, search=search)
+    def ask(self, question: str, category: str | None = None) -> dict:
+        from pcb_pipeline.knowledge.api import ask_manuals
+
+        return ask_manuals(question, category, search=self.manual_search())  # checks the question first
 
 
 def snowflake_connection(s: SnowflakeSettings, env=None) -> SnowflakeResource:

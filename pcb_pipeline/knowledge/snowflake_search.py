@@ -180,3 +180,31 @@ class SnowflakeManualSearch:
         numbers = cited or list(range(1, len(hits) + 1))
         citations = [citation_from_chunk(n, hits[n - 1].chunk) for n in numbers]
         return Answer(text, citations, question, category, backend=self.backend)
+
+
+class ConnectedManualSearch:
+    """SnowflakeManualSearch on a connection opened for each question and closed after it.
+
+    For callers that live longer than a Snowflake session (the app, the CLI, the Dagster resource): `connect()`
+    returns a context manager yielding a snowflake.connector connection (e.g. `SnowflakeResource.get_connection`);
+    `root_factory(conn)` builds the snowflake.core Root for it (None: `Root(conn)`); `options` (service, llm, limit)
+    go to SnowflakeManualSearch as they are. Nothing connects before a question is asked.
+    """
+
+    backend = "snowflake"
+
+    def __init__(self, connect, database: str, schema: str, root_factory=None, **options):
+        self.connect, self.database, self.schema = connect, database, schema
+        self.root_factory = root_factory
+        self.options = options
+
+    def _run(self, use):
+        with self.connect() as conn:
+            root = self.root_factory(conn) if self.root_factory is not None else None
+            return use(SnowflakeManualSearch(conn, self.database, self.schema, root=root, **self.options))
+
+    def search(self, query: str, category: str | None = None, k: int = 5) -> list[Hit]:
+        return self._run(lambda s: s.search(query, category, k))
+
+    def answer(self, question: str, category: str | None = None) -> Answer:
+        return self._run(lambda s: s.answer(question, category))
