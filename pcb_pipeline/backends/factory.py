@@ -49,3 +49,31 @@ def registry() -> ModelRegistry:
 
         return connect.registry()
     return MLflowRegistry(settings.configure().mlflow_uri)
+
+
+def manual_search():
+    """The SOP manual search behind `ask_manuals` (a knowledge.search.ManualSearch).
+
+    local: the saved in-process hybrid index (built from docs/manuals on first use).
+    snowflake: Cortex Search PCB_SOP_SEARCH_SERVICE over SOP_CHUNKS, cited answers from AI_COMPLETE, on the
+    connection configured by the SNOWFLAKE_* variables (one connection per question).
+    """
+    if backend_name() == "local":
+        from pcb_pipeline.knowledge.api import default_manual_search
+
+        return default_manual_search()
+    from .snowflake import connect
+
+    return connect.manual_search()
+
+
+def data_analyst():
+    """The question -> SQL engine behind `ask_data`, on both backends the semantic-model engine
+    (knowledge.text2sql.LocalDataAnalyst): its SQL is Snowflake dialect, passes the SQL guard and runs on whatever
+    `warehouse()` returns, so on PCB_BACKEND=snowflake the data questions run on the Snowflake warehouse.
+    Cortex Analyst (knowledge.analyst.CortexAnalystClient) is not chosen here: it needs the REST API with a live
+    session token, which nothing in this project has exercised.
+    """
+    from pcb_pipeline.knowledge.api import local_analyst
+
+    return local_analyst()

@@ -95,3 +95,30 @@ def _mv(v: str, m: float) -> ModelVersion:
 def test_promotion_gate(cand, champ, threshold, promoted, why):
     d = promotion_decision(_mv("2", cand), _mv("1", champ) if champ is not None else None, threshold)
     assert d.promoted is promoted and why in d.reason
+
+
+def test_factory_knowledge_engines_on_the_local_backend(tmp_path, monkeypatch):
+    """PCB_BACKEND=local: the manual search is the saved local index under PCB_HOME, the data engine the
+    semantic-model engine, and a data question runs on the DuckDB warehouse."""
+    from pcb_pipeline.backends import factory
+    from pcb_pipeline.knowledge import api
+    from pcb_pipeline.knowledge.corpus import Chunk
+    from pcb_pipeline.knowledge.search import LocalManualSearch
+    from pcb_pipeline.knowledge.text2sql import LocalDataAnalyst
+
+    monkeypatch.setenv("PCB_BACKEND", "local")
+    monkeypatch.setenv("PCB_HOME", str(tmp_path / "home"))
+    chunk = Chunk("c1", "PCB-SOP-205_spur_removal.pdf", "PCB-SOP-205", "Spur removal", 1, "3 Repair", "Etching",
+                  "spur", "Remove a spur with a scalpel under magnification.")
+    built = api.build_sop_index([chunk])  # where the sop_search_service asset saves it: PCB_HOME/knowledge/sop_index
+    search = factory.manual_search()
+    assert isinstance(search, LocalManualSearch) and search is built
+    assert api.ask_manuals("How do I remove a spur?", search=search)["citations"][0]["chunk_id"] == "c1"
+
+    analyst = factory.data_analyst()
+    assert type(analyst) is LocalDataAnalyst and analyst is api.local_analyst()
+    wh = factory.warehouse()
+    assert isinstance(wh, DuckDBWarehouse)
+    wh.replace_rows("DEFECT_LOGS", "batch_id", "b1", _logs("b1", 3))
+    out = api.ask_data("How many defects per factory line?", wh, analyst=analyst)
+    assert out["rows"] == [["SHANGHAI", 3]]

@@ -49,6 +49,15 @@ def warehouse(s: SnowflakeSettings | None = None, ensure_schema: bool = True):
     return wh
 
 
+def manual_search(s: SnowflakeSettings | None = None):
+    """Cortex Search PCB_SOP_SEARCH_SERVICE in SNOWFLAKE_DATABASE.SNOWFLAKE_SCHEMA, answers from AI_COMPLETE; a
+    connection is opened per question (pcb_pipeline.knowledge.snowflake_search.ConnectedManualSearch)."""
+    from pcb_pipeline.knowledge.snowflake_search import ConnectedManualSearch
+
+    s = s or from_env()
+    return ConnectedManualSearch(snowflake_resource(s).get_connection, s.database, s.schema)
+
+
 def registry(s: SnowflakeSettings | None = None):
     from .registry import SnowflakeModelRegistry
 
