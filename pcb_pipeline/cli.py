@@ -49,17 +49,22 @@ def cmd_sql(args) -> int:
 
 
 def cmd_ask(args) -> int:
+    """Data questions: the backend's question -> SQL engine on its warehouse; manual questions: the backend's manual
+    search (local index, or Cortex Search + AI_COMPLETE on PCB_BACKEND=snowflake). The question is checked before
+    anything is loaded or connected."""
+    from pcb_pipeline.backends import factory
+    from pcb_pipeline.knowledge.api import ask_data, ask_manuals, check_question
+
     try:
         if args.data is not None:
-            from pcb_pipeline.backends.factory import warehouse
-            from pcb_pipeline.knowledge.api import ask_data
-
-            result = ask_data(args.data, warehouse())
+            result = ask_data(check_question(args.data), factory.warehouse(), analyst=factory.data_analyst())
         else:
-            from pcb_pipeline.knowledge.api import ask_manuals
+            from pcb_pipeline.knowledge.search import resolve_category
 
-            result = ask_manuals(args.manuals, category=args.category)
-    except ValueError as e:  # empty question, unknown category, a typed SQL the guard refused
+            question = check_question(args.manuals)
+            resolve_category(args.category)  # an unknown category is refused before the search is opened
+            result = ask_manuals(question, category=args.category, search=factory.manual_search())
+    except (ValueError, factory.BackendConfigError) as e:  # empty question, unknown category, missing settings
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.json:

@@ -63,21 +63,20 @@ def get_detector():
     return _detector(backend_key(), v.version, v.run_id), v
 
 
-def knowledge_clients() -> tuple[object | None, object | None]:
-    """(analyst, search) for ask_data / ask_manuals: None means the knowledge layer's local default. When the
-    backend factory offers Cortex clients (`data_analyst()`, `manual_search()`), the Snowflake backend uses them."""
+def knowledge_clients(mode: str) -> tuple[object | None, object | None]:
+    """(analyst, search) for ask_data / ask_manuals from the backend factory: the local engines, or on
+    PCB_BACKEND=snowflake Cortex Search for the manuals (data questions run on the Snowflake warehouse). Only the
+    one the mode needs is built (the other is None), so a data question never loads the manual index."""
     from pcb_pipeline.backends import factory
 
-    if factory.backend_name() != "snowflake":
-        return None, None
-    analyst = getattr(factory, "data_analyst", None)
-    search = getattr(factory, "manual_search", None)
-    return (analyst() if callable(analyst) else None), (search() if callable(search) else None)
+    if mode == chat.QUERY_MANUALS:
+        return None, factory.manual_search()
+    return factory.data_analyst(), None
 
 
 def ask(mode: str, question: str, category: str | None = None) -> dict:
     try:
-        analyst, search = knowledge_clients()
+        analyst, search = knowledge_clients(mode)
     except Exception as e:  # noqa: BLE001 - missing credentials etc.: say so in the chat
         return chat._error(mode, f"The {mode.lower()} service is not available: {e}")
     return chat.answer(mode, question, warehouse_factory=get_warehouse, category=category, analyst=analyst,

@@ -251,5 +251,25 @@ class FakeCortexSearchApi:
         return QueryResponse.from_dict({"results": results, "request_id": f"fake-{len(self.calls)}"})
 
 
+def play_cortex_search(monkeypatch, recorder, connect) -> FakeCortexSearchApi:
+    """Make every `snowflake.core.Root(conn)` the production code builds a `cortex_search_root` over one
+    FakeCortexSearchApi (answering for the services `recorder` saw created); returns that api, whose `calls` hold
+    each search request. For code paths that build their own Root (the backend factory, the CLI, the app)."""
+    import snowflake.core
+
+    api = FakeCortexSearchApi(recorder, connect)
+    monkeypatch.setattr(snowflake.core, "Root", lambda session: cortex_search_root(api))
+    return api
+
+
+def load_sample_frames(warehouse, frames) -> None:
+    """Sample rows through the Warehouse interface the way defect_logs writes them: replace_rows per batch.
+    (The Snowflake adapter's MERGE into DEFECT_LOGS' VARIANT column does not run on fakesnow 0.12.)"""
+    warehouse.upsert("PCB_METADATA", ["board_id"], frames["PCB_METADATA"])
+    for table in ("BOARD_INSPECTIONS", "DEFECT_LOGS"):
+        for batch, rows in frames[table].groupby("batch_id"):
+            warehouse.replace_rows(table, "batch_id", batch, rows)
+
+
 def copy_tree(src: Path, dst: Path) -> None:
     shutil.copytree(src, dst, dirs_exist_ok=True)
