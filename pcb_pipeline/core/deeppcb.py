@@ -7,7 +7,7 @@ Label lines: `x1 y1 x2 y2 type`, space separated, pixel corners, type 1..6. An e
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 
 from .classes import UnknownClassError, class_id_from_deeppcb_type
 
@@ -58,21 +58,24 @@ def split_file_path(root: Path, split: str = "trainval") -> Path:
     raise FileNotFoundError(f"no split file {split}.txt under {root} or {root / 'PCBData'}")
 
 
-def _template_path(jpg: Path) -> Path:
-    """``<id>_temp.jpg``, or ``<id>_temp.png`` where only that exists (a template library of 1-bit PNG layouts, as
-    bench/gpu_pack_data.py writes: lossless and a twelfth of the size)."""
-    png = jpg.with_suffix(".png")
-    return png if not jpg.is_file() and png.is_file() else jpg
+def is_template_name(name: str | PurePath) -> bool:
+    """A template (golden board) named the Deep PCB way, ``<id>_temp.<ext>``: a reference, never a board to inspect."""
+    return PurePath(name).stem.endswith("_temp")
+
+
+def template_candidates(test_image: PurePath) -> list[PurePath]:
+    """Where the Deep PCB naming puts a test image's template, in order of preference: ``<id>_temp.jpg``, then
+    ``<id>_temp.png`` (a template library of 1-bit PNG layouts, as bench/gpu_pack_data.py writes), in the same
+    folder. Empty for a name without the ``_test`` suffix. Works for local paths and stage paths alike."""
+    if not test_image.stem.endswith("_test"):
+        return []
+    base = test_image.stem[: -len("_test")] + "_temp"
+    return [test_image.with_name(base + ".jpg"), test_image.with_name(base + ".png")]
 
 
 def template_beside(test_image: Path) -> Path | None:
-    """The template of a test image named the Deep PCB way (``<id>_test.<ext>`` -> ``<id>_temp.jpg`` or ``.png``
-    in the same folder), or None."""
-    test_image = Path(test_image)
-    if not test_image.stem.endswith("_test"):
-        return None
-    found = _template_path(test_image.with_name(test_image.stem[: -len("_test")] + "_temp.jpg"))
-    return found if found.is_file() else None
+    """The template file of a test image (see ``template_candidates``), or None."""
+    return next((p for p in template_candidates(Path(test_image)) if p.is_file()), None)
 
 
 def read_split(split_file: Path) -> list[Sample]:
@@ -103,7 +106,7 @@ def read_split(split_file: Path) -> list[Sample]:
                 group=Path(image_rel).parts[0],
                 image_id=stem,
                 test_image=image_dir / f"{stem}_test.jpg",
-                template_image=_template_path(image_dir / f"{stem}_temp.jpg"),
+                template_image=template_beside(image_dir / f"{stem}_test.jpg") or image_dir / f"{stem}_temp.jpg",
                 label_file=base / label_rel,
             )
         )

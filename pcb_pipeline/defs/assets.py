@@ -6,10 +6,11 @@ import shutil
 import tempfile
 from collections import Counter
 from datetime import date, datetime, timezone
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import dagster as dg
 import pandas as pd
+import yaml
 
 from pcb_pipeline import settings
 from pcb_pipeline.backends.base import TrainingRequest, TrainingResult
@@ -18,6 +19,7 @@ from pcb_pipeline.core.classes import CLASS_NAMES
 from pcb_pipeline.core.defect_logs import InspectedImage, board_id_from_path, build_rows
 from pcb_pipeline.core.images import read_image
 from pcb_pipeline.core.metadata import board_metadata
+from pcb_pipeline.core.reference import TEST_ONLY, check_input_mode
 from pcb_pipeline.defs.preview import preview_markdown
 from pcb_pipeline.defs.resources import RegistryResource, StageResource, TrainingResource, WarehouseResource
 
@@ -125,19 +127,27 @@ def pcb_metadata(config: MetadataConfig, stage: StageResource, warehouse: Wareho
 # --------------------------------------------------------------------------------------------------- dataset
 class DatasetConfig(dg.Config):
     val_fraction: float = 0.2  # validation carved by board group: no group on both sides
+    # "test": the board images; "reference": composites of board, registered template layout and difference
+    # (core.reference) for a reference-aware model, which then needs each board's template at inference
+    input_mode: str = TEST_ONLY
 
 
 @dg.asset(group_name="vision", kinds={"python", "files"}, deps=[raw_pcb_images])
 def yolo_dataset(config: DatasetConfig, stage: StageResource) -> dg.MaterializeResult:
     """Ultralytics YOLO dataset (images/, labels/, data.yaml) with a validation split carved by board group."""
+    try:
+        check_input_mode(config.input_mode)
+    except ValueError as e:
+        raise dg.Failure(str(e), allow_retries=False) from None
     st = stage.get()
     samples = _download_raw(st)
     train, val = deeppcb.group_split(samples, config.val_fraction)
     out = scratch_dir("yolo_dataset") / "dataset"
-    summary = yolo_format.write_yolo_dataset({"train": train, "val": val}, out)
+    summary = yolo_format.write_yolo_dataset({"train": train, "val": val}, out, input_mode=config.input_mode)
     st.remove_prefix(DATASET_PREFIX)
     files = st.put_dir(out, DATASET_PREFIX)
     return dg.MaterializeResult(metadata={
+        "input_mode": config.input_mode,
         "train_images": summary.images["train"],
         "val_images": summary.images["val"],
         "train_groups": dg.MetadataValue.json(summary.groups["train"]),
@@ -175,6 +185,7 @@ def trained_detector(context: dg.AssetExecutionContext, config: TrainingConfig, 
     m = result.metrics
     return dg.MaterializeResult(metadata={
         "mlflow_run_id": result.run_id,
+        "input_mode": yolo_format.dataset_input_mode(dataset),
         "weights": result.weights_stage_path,
         "onnx": result.onnx_stage_path or "not exported",
         "map50": dg.MetadataValue.float(m["map50"]),
@@ -236,8 +247,13 @@ IMAGE_FILE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"
 _LOCK_MARKERS = ("could not set lock", "conflicting lock", "database is locked", "lock on file")
 
 
+HELDOUT_PREFIX = f"{DATASET_PREFIX}/images/val"
+
+
 class InferenceConfig(dg.Config):
-    image_prefix: str = f"{DATASET_PREFIX}/images/val"  # held-out boards: never seen in training
+    # held-out boards: never seen in training. A reference-aware champion reads them from raw/ instead, where each
+    # board's template lies beside it (the dataset's images are composites, or test images without templates).
+    image_prefix: str = HELDOUT_PREFIX
     batch_id: str = "heldout"
     confidence: float = 0.25
 
@@ -318,23 +334,57 @@ def _require_champion(reg, registry: RegistryResource):
     return champion
 
 
-def _infer(context, st, wh, reg, champion, files, batch_id: str, confidence: float, local_dir: Path,
-           plot_path) -> dict:
+def _champion_detector(reg, champion, confidence: float):
+    from pcb_pipeline.vision.detector import Detector
+
+    return Detector(champion_weights(reg, champion), conf=confidence)
+
+
+def _board_files(st, prefix: str) -> list:
+    """Board images under a stage prefix (templates, ``<id>_temp.*``, are references, not boards)."""
+    return [f for f in st.list(prefix)
+            if Path(f.path).suffix.lower() in IMAGE_FILE_SUFFIXES and not deeppcb.is_template_name(f.path)]
+
+
+def _heldout_raw_boards(st) -> list:
+    """The raw test images of the dataset's validation groups (their templates lie beside them under raw/)."""
+    groups_file = st.get_file(f"{DATASET_PREFIX}/groups.yaml", scratch_dir("heldout_groups") / "groups.yaml")
+    val_groups = (yaml.safe_load(groups_file.read_text()) or {}).get("val") or []
+    return [f for g in val_groups for f in _board_files(st, f"{RAW_PREFIX}/PCBData/{g}")
+            if PurePosixPath(f.path).stem.endswith("_test")]
+
+
+def _stage_templates(st, files, local_dir: Path) -> tuple[dict[str, Path], dict[str, str]]:
+    """Each board's template from the stage (Deep PCB naming, ``deeppcb.template_candidates``), downloaded:
+    (board stage path -> local template, board stage path -> template stage path). Boards without one are absent."""
+    folders = {str(PurePosixPath(f.path).parent) for f in files}
+    on_stage = {x.path for d in folders for x in st.list(d)}
+    local, where = {}, {}
+    for i, f in enumerate(files):
+        found = next((str(c) for c in deeppcb.template_candidates(PurePosixPath(f.path)) if str(c) in on_stage), None)
+        if found:
+            where[f.path] = found
+            local[f.path] = st.get_file(found, local_dir / f"{i:05d}_temp{PurePosixPath(found).suffix.lower()}")
+    return local, where
+
+
+def _infer(context, st, wh, detector, champion, files, batch_id: str, local_dir: Path, plot_path) -> dict:
     """Detect defects on stage images; returns rows for DEFECT_LOGS and BOARD_INSPECTIONS (nothing written yet)."""
     from pcb_pipeline.vision.batch import run_batch
-    from pcb_pipeline.vision.detector import Detector, draw_detections
+    from pcb_pipeline.vision.detector import draw_detections
 
-    detector = Detector(champion_weights(reg, champion), conf=confidence)
     landed = {f.path: f.last_modified for f in files}
     local = {f.path: st.get_file(f.path, local_dir / f"{i:05d}{Path(f.path).suffix.lower()}")
              for i, f in enumerate(files)}
+    templates, template_paths = _stage_templates(st, files, local_dir) if detector.needs_template else ({}, {})
     lines = retry_on_lock(wh.query, "SELECT board_id, factory_line_id FROM PCB_METADATA", log=context.log.info)
     factory_lines = dict(zip(lines["board_id"], lines["factory_line_id"]))
     model_version = f"{champion.name}/{champion.version}"
     inspected, plotted, errors = [], [], []
-    for path, image, dets, error in run_batch(detector, local):
+    for path, image, dets, error in run_batch(detector, local, templates=templates):
         if error:
-            errors.append(error.replace(str(local[path]), path))
+            error = error.replace(str(local[path]), path)
+            errors.append(error.replace(str(templates[path]), template_paths[path]) if path in templates else error)
             continue
         inspected.append(InspectedImage(path, image.shape[1], image.shape[0], dets, timestamp=landed[path]))
         plot = draw_detections(image, dets)
@@ -347,6 +397,7 @@ def _infer(context, st, wh, reg, champion, files, batch_id: str, confidence: flo
     return {
         "logs": logs, "inspections": inspections,
         "errors": errors, "plotted": plotted, "backend": detector.backend, "model_version": model_version,
+        "input_mode": detector.input_mode,
     }
 
 
@@ -369,10 +420,14 @@ def defect_logs(context: dg.AssetExecutionContext, config: InferenceConfig, stag
     st, reg = stage.get(), registry.get()
     wh = retry_on_lock(warehouse.get, log=context.log.info)
     champion = _require_champion(reg, registry)
-    files = [f for f in st.list(config.image_prefix) if Path(f.path).suffix.lower() in IMAGE_FILE_SUFFIXES]
+    detector = _champion_detector(reg, champion, config.confidence)
+    if detector.needs_template and config.image_prefix == HELDOUT_PREFIX:
+        files, source = _heldout_raw_boards(st), f"{RAW_PREFIX} (validation groups, with templates)"
+    else:
+        files, source = _board_files(st, config.image_prefix), config.image_prefix
     if not files:
-        raise dg.Failure(f"no images under stage prefix {config.image_prefix!r}", allow_retries=False)
-    out = _infer(context, st, wh, reg, champion, files, config.batch_id, config.confidence,
+        raise dg.Failure(f"no images under stage prefix {source!r}", allow_retries=False)
+    out = _infer(context, st, wh, detector, champion, files, config.batch_id,
                  scratch_dir(f"inference_{config.batch_id}"),
                  lambda path: f"predictions/{config.batch_id}/{Path(path).stem}_pred.jpg")
     _store(context, wh, config.batch_id, out)
@@ -384,6 +439,8 @@ def defect_logs(context: dg.AssetExecutionContext, config: InferenceConfig, stag
         "detections": len(out["logs"]),
         "detections_per_class": dg.MetadataValue.json(_per_class_detections(out["logs"])),
         "model_version": out["model_version"],
+        "model_input": out["input_mode"],
+        "images_from": source,
         "inference_backend": out["backend"],
         "golden_query": dg.MetadataValue.md(golden.to_markdown(index=False) if len(golden) else "(no rows)"),
         "preview": preview_markdown(out["plotted"], "predictions on the first boards"),
@@ -416,7 +473,8 @@ def upload_defect_logs(context: dg.AssetExecutionContext, config: UploadInferenc
     work = settings.paths().work / "uploads"
     work.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="upload-", dir=work) as tmp:
-        out = _infer(context, st, wh, reg, champion, listed, path, config.confidence, Path(tmp),
+        out = _infer(context, st, wh, _champion_detector(reg, champion, config.confidence), champion, listed, path,
+                     Path(tmp),
                      lambda p: f"predictions/{Path(p).with_suffix('').as_posix()}_pred.jpg")
         digest = hashlib.md5(next(Path(tmp).glob("00000.*")).read_bytes()).hexdigest()
     if out["errors"]:  # nothing was written: the rows of an earlier version of this upload stay as they were

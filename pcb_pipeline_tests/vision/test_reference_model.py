@@ -130,3 +130,28 @@ def test_cli_predict_finds_the_template_beside_the_image(reference_weights, synt
     assert main(["predict", "--weights", str(reference_weights), str(lonely), str(lonely),
                  "--template", str(s.template_image)]) == 2
     assert "one per image" in capsys.readouterr().err
+
+
+def test_mlflow_model_reads_the_template_column(reference_weights, smoke_weights, synthetic_samples):
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from pcb_pipeline.vision.mlflow_model import OUTPUT_COLUMNS, PCBDefectDetectorModel
+
+    s = synthetic_samples[0]
+    model = PCBDefectDetectorModel()
+    model.load_context(SimpleNamespace(artifacts={"weights": str(reference_weights)}))
+    model.detector.conf = 0.001
+    with_path = model.predict(None, pd.DataFrame({"image_path": [str(s.test_image)], "board_id": ["b1"],
+                                                  "template_path": [str(s.template_image)]}))
+    with_bytes = model.predict(None, pd.DataFrame({"image_bytes": [s.test_image.read_bytes()],
+                                                   "template_bytes": [s.template_image.read_bytes()]}))
+    assert list(with_path.columns) == OUTPUT_COLUMNS and len(with_path) > 0 and set(with_path["board_id"]) == {"b1"}
+    assert with_path.drop(columns="board_id").equals(with_bytes.drop(columns="board_id"))
+    with pytest.raises(MissingTemplateError):
+        model.predict(None, pd.DataFrame({"image_path": [str(s.test_image)]}))
+    plain = PCBDefectDetectorModel()
+    plain.load_context(SimpleNamespace(artifacts={"weights": str(smoke_weights)}))
+    assert len(plain.predict(None, pd.DataFrame({"image_path": [str(s.test_image)],
+                                                 "template_path": ["/nowhere.jpg"]})).columns) == 8
