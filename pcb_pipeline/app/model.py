@@ -41,9 +41,10 @@ class SerializedDetector:
         self._detector = detector
         self._lock = threading.Lock()
 
-    def predict(self, images, conf=None):
+    def predict(self, images, conf=None, templates=None):
+        kwargs = {"templates": templates} if templates is not None else {}
         with self._lock:
-            return self._detector.predict(images, conf=conf)
+            return self._detector.predict(images, conf=conf, **kwargs)
 
     def __getattr__(self, name):  # backend, imgsz, weights, model, conf
         return getattr(self._detector, name)
@@ -58,5 +59,6 @@ def load_detector(weights: Path, warm_up: bool = True) -> SerializedDetector:
         # ONNX Runtime uses the cores itself; torch (loaded by something else in this process) stays out of its way
         sys.modules["torch"].set_num_threads(1)
     if warm_up:
-        detector.predict([np.zeros((detector.imgsz, detector.imgsz, 3), dtype=np.uint8)])
+        blank = np.zeros((detector.imgsz, detector.imgsz, 3), dtype=np.uint8)
+        detector.predict([blank], templates=[blank] if detector.needs_template else None)
     return detector

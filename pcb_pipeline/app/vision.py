@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from pcb_pipeline.core.deeppcb import Box, DeepPCBFormatError, read_labels
+from pcb_pipeline.core.deeppcb import Box, DeepPCBFormatError, read_labels, template_candidates
 from pcb_pipeline.core.images import MAX_PIXELS, BadImageError, decode_image
 from pcb_pipeline.vision.detector import Detection, draw_detections
 
@@ -92,15 +92,18 @@ def filter_detections(detections: list[Detection], conf: float) -> list[Detectio
     return [d for d in detections if d.confidence >= conf]
 
 
-def detect(detector, image: np.ndarray, conf_floor: float = CONF_FLOOR) -> list[Detection]:
-    dets = detector.predict([image], conf=conf_floor)[0]
+def detect(detector, image: np.ndarray, conf_floor: float = CONF_FLOOR,
+           template: np.ndarray | None = None) -> list[Detection]:
+    """Detections, surest first. A reference-aware champion also needs the board's template (else TemplateError)."""
+    kwargs = {"templates": [template]} if getattr(detector, "needs_template", False) else {}
+    dets = detector.predict([image], conf=conf_floor, **kwargs)[0]
     return sorted(dets, key=lambda d: -d.confidence)
 
 
 def inspect_image(detector, image: np.ndarray, name: str, digest: str, ground_truth: list[Box] | None = None,
-                  conf_floor: float = CONF_FLOOR) -> Inspection:
+                  conf_floor: float = CONF_FLOOR, template: np.ndarray | None = None) -> Inspection:
     notes = [n for n in [size_note(image)] if n]
-    return Inspection(name, digest, image, detect(detector, image, conf_floor), ground_truth, notes)
+    return Inspection(name, digest, image, detect(detector, image, conf_floor, template), ground_truth, notes)
 
 
 def render(inspection: Inspection, conf: float, show_ground_truth: bool = True) -> np.ndarray:
@@ -221,6 +224,7 @@ class StageBoard:
     group: str
     image_path: str  # stage path of <id>_test.jpg
     label_path: str | None  # stage path of <G>_not/<id>.txt when present
+    template_path: str | None = None  # stage path of <id>_temp.jpg / .png when present
 
     @property
     def label(self) -> str:
@@ -237,7 +241,9 @@ def boards_from_listing(paths: list[str], prefix: str = RAW_PREFIX) -> list[Stag
         if not m:
             continue
         label = f"{m['group']}/{m['g']}_not/{m['id']}.txt"
-        boards.append(StageBoard(m["id"], m["group"], prefix + r, prefix + label if label in rel else None))
+        template = next((str(t) for t in template_candidates(PurePosixPath(r)) if str(t) in rel), None)
+        boards.append(StageBoard(m["id"], m["group"], prefix + r, prefix + label if label in rel else None,
+                                 prefix + template if template else None))
     return sorted(boards, key=lambda b: (b.board_id, b.group))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from pcb_pipeline import settings
+from pcb_pipeline.core.reference import MissingTemplateError, TemplateError
 
 from . import chat, ui, vision
 
@@ -71,7 +72,8 @@ def _inspection(current: dict, detector) -> vision.Inspection:
     if cached is not None and cached[0] == key:
         return cached[1]
     image = vision.load_image(current["data"], current["name"])  # BadImageError: shown by the caller
-    insp = vision.inspect_image(detector, image, vision.display_name(current["name"]), digest)
+    insp = vision.inspect_image(detector, image, vision.display_name(current["name"]), digest,
+                                template=_template(board) if detector.needs_template else None)
     if board is not None:
         try:
             insp.ground_truth = vision.ground_truth(ui.get_stage(), board, (insp.width, insp.height),
@@ -80,6 +82,16 @@ def _inspection(current: dict, detector) -> vision.Inspection:
             insp.notes.append(f"Ground truth not shown: {e}")
     st.session_state["lab_inspection"] = (key, insp)
     return insp
+
+
+def _template(board: vision.StageBoard | None):
+    """A reference-aware champion's second input: the board's template from the stage (TemplateError if none)."""
+    if board is None or not board.template_path:
+        raise MissingTemplateError(
+            "The champion model compares each board with its defect-free template, and this image has none on the "
+            "stage: pick a board from the stage, or upload a board named like one there (<id>_test.jpg)")
+    data = vision.fetch_bytes(ui.get_stage(), board.template_path, _cache_dir())
+    return vision.load_image(data, board.template_path.rsplit("/", 1)[-1])
 
 
 def _save_upload(current: dict, insp: vision.Inspection) -> None:
@@ -108,7 +120,7 @@ def _left() -> None:
         return
     try:
         insp = _inspection(current, detector)
-    except vision.BadImageError as e:
+    except (vision.BadImageError, TemplateError) as e:
         st.session_state.pop("lab_inspection", None)
         st.error(f"Cannot inspect this file. {e}.")
         return

@@ -157,6 +157,39 @@ def test_board_from_the_stage_with_ground_truth(use_app_home, board_files):
     assert not at.exception and not any("ground truth in green" in c for c in _image_captions(at))
 
 
+def test_a_reference_champion_reads_the_stage_template_or_says_why_not(use_app_home, board_files, monkeypatch):
+    """With a reference-aware champion the page passes the stage board's template; an upload that matches no stage
+    board gets a clear message, not a traceback."""
+    from types import SimpleNamespace
+
+    from pcb_pipeline.app import ui
+    from pcb_pipeline.core.reference import MissingTemplateError
+    from pcb_pipeline.vision.detector import Detection
+
+    seen = []
+
+    class ReferenceChampion:
+        backend, imgsz, needs_template = "stub", 640, True
+
+        def predict(self, images, conf=None, templates=None):
+            if templates is None or templates[0] is None:
+                raise MissingTemplateError("no template")
+            seen.append(templates[0].shape)
+            return [[Detection(2, "mousebite", 0.9, 10, 10, 60, 60)]]
+
+    monkeypatch.setattr(ui, "get_detector", lambda: (ReferenceChampion(), SimpleNamespace(name="m", version="9")))
+    at = page(VISION_LAB)
+    at.radio(key="lab_source").set_value("Board from the stage").run()
+    at.selectbox(key="lab_board").select_index(1).run()
+    assert not at.exception and not at.error and seen and set(seen) == {(640, 640, 3)}  # a template each time
+    assert any(t.startswith("**1 defect(s)") for t in texts(at))
+    at = page(VISION_LAB)
+    unknown = _img("L")
+    at.file_uploader(key="lab_upload").set_value(("unknown_board.png", unknown, "image/png")).run()
+    assert not at.exception
+    assert any("compares each board with its defect-free template" in e.value for e in at.error)
+
+
 def _image_captions(at) -> list[str]:
     return [c for im in elements(at, "image") for c in im.captions]
 

@@ -144,6 +144,8 @@ def test_boards_from_a_stage_listing():
     assert [b.board_id for b in boards] == ["1000", "1001", "2000"]
     assert boards[0].label_path == "raw/deeppcb/PCBData/group1/1_not/1000.txt"
     assert boards[1].label_path is None and "no labels" in boards[1].label
+    assert boards[0].template_path == "raw/deeppcb/PCBData/group1/1/1000_temp.jpg"
+    assert boards[1].template_path is None and boards[2].template_path is None
     assert vision.board_for_upload("C:\\boards\\1000_test.jpg", boards) is boards[0]
     assert vision.board_for_upload("2000.jpg", boards) is boards[2]
     assert vision.board_for_upload("9999_test.jpg", boards) is None
@@ -203,3 +205,30 @@ def test_display_name_strips_paths_and_control_characters():
     assert vision.display_name(None) == "upload"
     assert len(vision.display_name("x" * 500)) == 80
     assert Path(vision.display_name("C:\\Users\\me\\board.png")).name == "board.png"
+
+
+class ReferenceStub(StubDetector):
+    """A reference-aware champion: it needs each board's template."""
+
+    needs_template = True
+
+    def predict(self, images, conf=None, templates=None):
+        from pcb_pipeline.core.reference import MissingTemplateError
+
+        if templates is None or templates[0] is None:
+            raise MissingTemplateError("no template")
+        self.templates = templates
+        return super().predict(images, conf)
+
+
+def test_a_reference_champion_gets_the_template():
+    det = ReferenceStub()
+    image = vision.load_image(board(), "b.jpg")
+    template = vision.load_image(board(mode="L"), "t.jpg")
+    insp = vision.inspect_image(det, image, "b.jpg", "digest", template=template)
+    assert len(insp.detections) == 3 and det.templates[0] is template
+    from pcb_pipeline.core.reference import TemplateError
+
+    with pytest.raises(TemplateError):
+        vision.inspect_image(det, image, "b.jpg", "digest")
+    assert len(StubDetector().predict([image])) == 1  # a test-image champion is called as before
