@@ -49,6 +49,7 @@ from typing import Callable, Iterable, Mapping, Protocol
 import dagster as dg
 
 from pcb_pipeline import settings
+from pcb_pipeline.core.deeppcb import is_template_name
 from pcb_pipeline.defs.assets import IMAGE_FILE_SUFFIXES, UPLOAD_PARTITIONS, UPLOAD_PREFIX, upload_stage_path
 from pcb_pipeline.defs.jobs import upload_inference_job
 from pcb_pipeline.defs.resources import RegistryResource, StageResource
@@ -293,6 +294,10 @@ def plan_uploads(files: Iterable, cursor: UploadCursor, now: float, s: UploadSen
 
         if _is_temporary_name(name):
             reject("temporary file name: still being written, or left behind by an interrupted upload")
+            continue
+        if is_template_name(name):  # read by the inference of <id>_test.* beside it, never inspected itself
+            reject("a template (<id>_temp.*): the golden board a reference-aware model compares <id>_test.* with, "
+                   "not a board to inspect")
             continue
         if age < s.settle_s:
             wait(f"still being written (modified {max(age, 0):.1f}s ago)" if age >= 0

@@ -156,8 +156,11 @@ def test_bad_file_reasons_are_in_the_skip_message(world, instance):
     world.upload("empty.jpg", b"", OLD)
     world.upload("notes.txt", b"hello", OLD)
     world.upload("fake.jpg", b"GIF89a not really", OLD)
-    _, data = d.tick()
+    world.upload("line2/7_temp.jpg", support.jpeg_bytes(6), OLD)  # a template: read beside 7_test.jpg, not a board
+    new, data = d.tick()
+    assert "line2/7_temp.jpg" not in {r.partition_key for r in new}
     msg = data.skip_message
+    assert "uploads/line2/7_temp.jpg: a template" in msg
     assert "uploads/empty.jpg: zero-byte file" in msg
     assert "uploads/notes.txt: not an image: suffix '.txt'" in msg
     assert "uploads/fake.jpg: not an image: the content is not JPEG" in msg
