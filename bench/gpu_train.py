@@ -40,11 +40,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pcb_pipeline.core.aoi import DEFAULT_PARAMS, AOIParams, inspect_sample, load_gray  # noqa: E402
+from pcb_pipeline.core.aoi import DEFAULT_PARAMS, AOIParams, inspect_sample  # noqa: E402
 from pcb_pipeline.core.classes import CLASS_NAMES  # noqa: E402
 from pcb_pipeline.core.deeppcb import group_split, read_labels, read_split, split_file_path  # noqa: E402
 from pcb_pipeline.core.detection_metrics import compare_at_matched_recall, evaluate_detections  # noqa: E402
-from pcb_pipeline.core.reference import INPUT_MODES, REFERENCE, reference_composite  # noqa: E402
+from pcb_pipeline.core.reference import INPUT_MODES, REFERENCE, sample_composite  # noqa: E402
 from pcb_pipeline.core.yolo_format import write_yolo_dataset  # noqa: E402
 from pcb_pipeline.vision.detector import stamp_input_mode  # noqa: E402
 
@@ -257,7 +257,7 @@ def _model_inputs(val, input_mode: str):
     """What the model sees per validation pair: the test image path, or its reference composite (an array)."""
     for s in val:
         if input_mode == REFERENCE:
-            yield reference_composite(load_gray(s.test_image), load_gray(s.template_image))
+            yield sample_composite(s)
         else:
             yield str(s.test_image)
 

@@ -90,8 +90,11 @@ def _template(board: vision.StageBoard | None):
         raise MissingTemplateError(
             "The champion model compares each board with its defect-free template, and this image has none on the "
             "stage: pick a board from the stage, or upload a board named like one there (<id>_test.jpg)")
-    data = vision.fetch_bytes(ui.get_stage(), board.template_path, _cache_dir())
-    return vision.load_image(data, board.template_path.rsplit("/", 1)[-1])
+    try:
+        data = vision.fetch_bytes(ui.get_stage(), board.template_path, _cache_dir())
+        return vision.load_image(data, board.template_path.rsplit("/", 1)[-1])
+    except Exception as e:  # noqa: BLE001 - stage or decode failure: this board cannot be compared, say which file
+        raise TemplateError(f"cannot read the template {board.template_path} ({type(e).__name__})") from None
 
 
 def _save_upload(current: dict, insp: vision.Inspection) -> None:
@@ -137,7 +140,11 @@ def _left() -> None:
     for note in insp.notes:
         st.info(note)
     st.caption(f"Model {version.name} v{version.version} ({detector.backend}), {insp.width}x{insp.height} px")
-    if current["origin"] == "upload":
+    if current["origin"] == "upload" and detector.needs_template:
+        # the inference sensor would find no template beside the saved upload: inspect here, do not log
+        st.caption("Not saved to the stage: the champion compares boards with their templates, and uploads here "
+                   "carry none. To log a board, put <id>_test.jpg and its <id>_temp.jpg under uploads/ on the stage.")
+    elif current["origin"] == "upload":
         _save_upload(current, insp)
     if shown:
         st.dataframe(vision.detections_table(shown), hide_index=True, key="lab_detections")

@@ -18,11 +18,12 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .aoi import _gray, binarize, estimate_shift, shift_mask
+from .aoi import _gray, binarize, estimate_shift, load_gray, shift_mask
 
 TEST_ONLY = "test"
 REFERENCE = "reference"
 INPUT_MODES = (TEST_ONLY, REFERENCE)
+INPUT_MODE_KEY = "pcb_input"  # names the mode in data.yaml, the .pt checkpoint and the ONNX metadata
 MAX_SHIFT = 16  # pixels; the same search range as the inspector's default
 
 
@@ -56,3 +57,8 @@ def reference_composite(test: np.ndarray, template: np.ndarray, register: bool =
         layout = shift_mask(layout, dx, dy)
     r = np.where(layout, 0, 255).astype(np.uint8)  # copper is dark, as in the scans
     return np.ascontiguousarray(np.dstack([t, r, cv2.absdiff(t, r)]))
+
+
+def sample_composite(sample) -> np.ndarray:
+    """The composite of a Deep PCB pair (``deeppcb.Sample``), read from its files."""
+    return reference_composite(load_gray(sample.test_image), load_gray(sample.template_image))

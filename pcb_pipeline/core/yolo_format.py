@@ -11,13 +11,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import yaml
 
 from .classes import CLASS_NAMES, NUM_CLASSES
 from .deeppcb import IMAGE_SIZE, Box, Sample, read_labels
-from .reference import REFERENCE, TEST_ONLY, check_input_mode
-
-INPUT_MODE_KEY = "pcb_input"  # data.yaml key naming what the images are (test only, or reference composites)
+from .reference import INPUT_MODE_KEY, REFERENCE, TEST_ONLY, check_input_mode, sample_composite
 IMAGE_GLOB = "*.[jp][pn]g"  # .jpg (linked test images) and .png (reference composites)
 
 
@@ -84,13 +83,7 @@ def link_or_copy(src: Path, dst: Path) -> None:
 
 
 def _write_reference_image(sample: Sample, dst: Path) -> None:
-    import cv2
-
-    from .aoi import load_gray
-    from .reference import reference_composite
-
-    composite = reference_composite(load_gray(sample.test_image), load_gray(sample.template_image))
-    if not cv2.imwrite(str(dst), composite):  # PNG: lossless, the difference channel must not get JPEG ringing
+    if not cv2.imwrite(str(dst), sample_composite(sample)):  # PNG: lossless, the difference channel must not get JPEG ringing
         raise OSError(f"cannot write {dst}")
 
 

@@ -19,7 +19,7 @@ from pcb_pipeline.core.classes import CLASS_NAMES
 from pcb_pipeline.core.defect_logs import InspectedImage, board_id_from_path, build_rows
 from pcb_pipeline.core.images import read_image
 from pcb_pipeline.core.metadata import board_metadata
-from pcb_pipeline.core.reference import TEST_ONLY, check_input_mode
+from pcb_pipeline.core.reference import REFERENCE, TEST_ONLY, check_input_mode
 from pcb_pipeline.defs.preview import preview_markdown
 from pcb_pipeline.defs.resources import RegistryResource, StageResource, TrainingResource, WarehouseResource
 
@@ -251,8 +251,9 @@ HELDOUT_PREFIX = f"{DATASET_PREFIX}/images/val"
 
 
 class InferenceConfig(dg.Config):
-    # held-out boards: never seen in training. A reference-aware champion reads them from raw/ instead, where each
-    # board's template lies beside it (the dataset's images are composites, or test images without templates).
+    # held-out boards: never seen in training. Read from raw/ instead (the validation groups' test images, templates
+    # beside them) when the champion needs templates or the staged dataset holds reference composites, which are
+    # not board images.
     image_prefix: str = HELDOUT_PREFIX
     batch_id: str = "heldout"
     confidence: float = 0.25
@@ -346,6 +347,14 @@ def _board_files(st, prefix: str) -> list:
             if Path(f.path).suffix.lower() in IMAGE_FILE_SUFFIXES and not deeppcb.is_template_name(f.path)]
 
 
+def _staged_dataset_mode(st) -> str:
+    """The input mode of the dataset on the stage (no data.yaml there: board images)."""
+    data_yaml = f"{DATASET_PREFIX}/data.yaml"
+    if not any(f.path == data_yaml for f in st.list(data_yaml)):
+        return TEST_ONLY
+    return yolo_format.dataset_input_mode(st.get_file(data_yaml, scratch_dir("heldout_dataset") / "data.yaml").parent)
+
+
 def _heldout_raw_boards(st) -> list:
     """The raw test images of the dataset's validation groups (their templates lie beside them under raw/)."""
     groups_file = st.get_file(f"{DATASET_PREFIX}/groups.yaml", scratch_dir("heldout_groups") / "groups.yaml")
@@ -421,7 +430,7 @@ def defect_logs(context: dg.AssetExecutionContext, config: InferenceConfig, stag
     wh = retry_on_lock(warehouse.get, log=context.log.info)
     champion = _require_champion(reg, registry)
     detector = _champion_detector(reg, champion, config.confidence)
-    if detector.needs_template and config.image_prefix == HELDOUT_PREFIX:
+    if config.image_prefix == HELDOUT_PREFIX and (detector.needs_template or _staged_dataset_mode(st) == REFERENCE):
         files, source = _heldout_raw_boards(st), f"{RAW_PREFIX} (validation groups, with templates)"
     else:
         files, source = _board_files(st, config.image_prefix), config.image_prefix

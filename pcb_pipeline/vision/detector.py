@@ -7,9 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from pcb_pipeline.core.classes import CLASS_NAMES
-from pcb_pipeline.core.reference import REFERENCE, TEST_ONLY, MissingTemplateError, check_input_mode
-
-INPUT_MODE_META = "pcb_input"  # key in the .pt checkpoint and the ONNX metadata (stamped by vision.train)
+from pcb_pipeline.core.reference import (INPUT_MODE_KEY, REFERENCE, TEST_ONLY, MissingTemplateError,
+                                         check_input_mode)
 
 
 @dataclass(frozen=True)
@@ -32,9 +31,11 @@ def _checkpoint(weights: Path) -> dict:
     return torch.load(str(weights), map_location="cpu", weights_only=False)
 
 
-def training_imgsz(weights: Path, default: int = 640) -> int:
-    """The image size a .pt checkpoint was trained at (inference at another size loses accuracy)."""
-    return int((_checkpoint(weights).get("train_args") or {}).get("imgsz", default))
+def training_imgsz(weights: Path | dict, default: int = 640) -> int:
+    """The image size a .pt checkpoint (a path, or one already loaded) was trained at (inference at another size
+    loses accuracy)."""
+    ckpt = weights if isinstance(weights, dict) else _checkpoint(weights)
+    return int((ckpt.get("train_args") or {}).get("imgsz", default))
 
 
 def stamp_input_mode(weights: Path, mode: str) -> None:
@@ -45,17 +46,17 @@ def stamp_input_mode(weights: Path, mode: str) -> None:
         import onnx
 
         model = onnx.load(str(weights))
-        kept = [p for p in model.metadata_props if p.key != INPUT_MODE_META]
+        kept = [p for p in model.metadata_props if p.key != INPUT_MODE_KEY]
         del model.metadata_props[:]
         model.metadata_props.extend(kept)
         entry = model.metadata_props.add()
-        entry.key, entry.value = INPUT_MODE_META, mode
+        entry.key, entry.value = INPUT_MODE_KEY, mode
         onnx.save(model, str(weights))
     else:
         import torch
 
         ckpt = _checkpoint(weights)
-        ckpt[INPUT_MODE_META] = mode
+        ckpt[INPUT_MODE_KEY] = mode
         torch.save(ckpt, str(weights))
 
 
@@ -88,15 +89,13 @@ class Detector:
             self.model = OnnxYolo(self.weights, imgsz=imgsz, threads=threads)
             # a fixed-size export runs at its own input size whatever was asked (it cannot take another)
             self.imgsz = self.model.imgsz
-            self.input_mode = check_input_mode(self.model.metadata.get(INPUT_MODE_META, TEST_ONLY))
+            self.input_mode = check_input_mode(self.model.metadata.get(INPUT_MODE_KEY, TEST_ONLY))
         else:
             from ultralytics import YOLO
 
             ckpt = _checkpoint(self.weights) if self.weights.suffix == ".pt" else {}
-            if imgsz is None:
-                imgsz = int((ckpt.get("train_args") or {}).get("imgsz", 640))
-            self.imgsz = imgsz
-            self.input_mode = check_input_mode(ckpt.get(INPUT_MODE_META) or TEST_ONLY)
+            self.imgsz = imgsz or training_imgsz(ckpt)
+            self.input_mode = check_input_mode(ckpt.get(INPUT_MODE_KEY) or TEST_ONLY)
             self.model = YOLO(str(self.weights), task="detect")
 
     @property
@@ -126,7 +125,7 @@ class Detector:
         out = []
         for im, tm in zip(images, templates):  # one at a time: the ONNX export has a fixed batch of 1
             arr = fast_read_image(im) if isinstance(im, (str, Path)) else im
-            tmpl = fast_read_image(tm) if isinstance(tm, (str, Path)) else tm
+            tmpl = fast_read_image(tm) if isinstance(tm, (str, Path)) and self.needs_template else tm
             out.append(_rows_to_detections(self.predict_rows(arr, conf, template=tmpl)))
         return out
 

@@ -171,7 +171,11 @@ def evaluate_split(weights: Path, split_file: Path, imgsz: int | None = None, ba
                                else "whole split file"),
                     "groups": sorted({s.group for s in samples})}
     if ultralytics_val:
-        report.update(ultralytics_metrics(weights, samples, imgsz, batch, detector.input_mode))
+        # a reference-aware model is validated on the pairs that have a template (the others are listed below)
+        usable = [s for s in samples if not detector.needs_template or s.template_image.is_file()]
+        report["ultralytics_val_images"] = len(usable)
+        if usable:
+            report.update(ultralytics_metrics(weights, usable, imgsz, batch, detector.input_mode))
 
     report["backend"] = detector.backend
     gts = [ground_truth(s) for s in samples]

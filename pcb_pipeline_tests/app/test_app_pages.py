@@ -188,6 +188,21 @@ def test_a_reference_champion_reads_the_stage_template_or_says_why_not(use_app_h
     at.file_uploader(key="lab_upload").set_value(("unknown_board.png", unknown, "image/png")).run()
     assert not at.exception
     assert any("compares each board with its defect-free template" in e.value for e in at.error)
+    # an upload named like a stage board: compared with that board's template, shown, but not logged (the sensor
+    # would find no template beside it)
+    at = page(VISION_LAB)
+    raw = board_files[1].read_bytes()
+    at.file_uploader(key="lab_upload").set_value((board_files[1].name, raw, "image/jpeg")).run()
+    assert not at.exception and not at.error
+    assert any("Not saved to the stage" in c for c in texts(at, "caption"))
+    assert not (use_app_home / "stage" / f"uploads/{vision.safe_upload_name(board_files[1].name, raw)}").exists()
+    # a template the stage cannot serve: a clear error naming it, not a traceback
+    monkeypatch.setattr(vision, "fetch_bytes", lambda *a, **k: (_ for _ in ()).throw(OSError("stage offline")))
+    at = page(VISION_LAB)
+    at.file_uploader(key="lab_upload").set_value((board_files[2].name, board_files[2].read_bytes(),
+                                                  "image/jpeg")).run()
+    assert not at.exception
+    assert any("cannot read the template" in e.value and "_temp" in e.value for e in at.error)
 
 
 def _image_captions(at) -> list[str]:

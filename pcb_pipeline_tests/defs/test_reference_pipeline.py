@@ -73,7 +73,10 @@ def test_a_board_without_its_template_is_reported_and_the_rest_stored(reference_
     md = res.asset_materializations_for_node("defect_logs")[0].metadata
     board_path = board.relative_to(w.stage_root).as_posix()
     (error,) = md["unreadable_images"].value
-    assert error.startswith(board_path) and "template" in error and str(w.stage_root) not in error
+    from pcb_pipeline import settings
+
+    assert error.startswith(board_path) and "template" in error
+    assert str(settings.paths().work) not in error  # where boards and templates were downloaded: not shown
     stored = w.warehouse().query("SELECT image_path FROM BOARD_INSPECTIONS WHERE batch_id = 'heldout'")
     assert board_path not in set(stored["image_path"]) and len(stored) == md["images"].value > 0
 
@@ -99,3 +102,16 @@ def test_templates_under_an_inference_prefix_are_not_boards(reference_world):
     assert res.success
     paths = w.warehouse().query("SELECT image_path FROM BOARD_INSPECTIONS WHERE batch_id = 'g'")["image_path"]
     assert len(paths) > 0 and all(p.endswith("_test.jpg") for p in paths)
+
+
+def test_a_test_image_champion_never_reads_composites(reference_world):
+    """The staged dataset holds composites, the champion takes board images: the held-out boards come from raw/."""
+    w, _ = reference_world
+    v = support.register_champion(w, map50=0.99)  # a test-image model (tiny weights) becomes champion
+    assert w.registry().champion().version == v.version
+    res = _heldout(w)
+    assert res.success
+    md = res.asset_materializations_for_node("defect_logs")[0].metadata
+    assert md["model_input"].value == "test" and md["images_from"].value.startswith(RAW_PREFIX)
+    paths = w.warehouse().query("SELECT image_path FROM BOARD_INSPECTIONS WHERE batch_id = 'heldout'")["image_path"]
+    assert len(paths) > 0 and all(p.startswith(f"{RAW_PREFIX}/PCBData/") and p.endswith("_test.jpg") for p in paths)

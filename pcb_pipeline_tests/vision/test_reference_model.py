@@ -104,9 +104,10 @@ def test_evaluate_lists_boards_without_templates(reference_weights, synthetic_ro
     shutil.copytree(synthetic_root, root)
     samples = deeppcb.read_split(root / "PCBData" / "trainval.txt")
     samples[0].template_image.unlink()
-    r = evaluate_split(reference_weights, root / "PCBData" / "trainval.txt", aoi=False, ultralytics_val=False)
+    r = evaluate_split(reference_weights, root / "PCBData" / "trainval.txt", aoi=False)
     assert list(r["unreadable_images"]) == [samples[0].image_id]
     assert r["deeppcb_protocol"]["n_images"] == len(samples)
+    assert r["ultralytics_val_images"] == len(samples) - 1 and 0.0 <= r["map50"] <= 1.0
 
 
 def test_cli_predict_finds_the_template_beside_the_image(reference_weights, synthetic_samples, tmp_path, capsys):
