@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from pcb_pipeline import settings
+from pcb_pipeline.core.reference import INPUT_MODES, TEST_ONLY
 
 
 def _print_table(df) -> None:
@@ -26,7 +27,8 @@ def _champion_weights() -> Path:
 def cmd_demo(args) -> int:
     from pcb_pipeline.demo import run_demo
 
-    return run_demo(deeppcb_root=args.deeppcb_root, profile=args.profile, min_map50=args.min_map50)
+    return run_demo(deeppcb_root=args.deeppcb_root, profile=args.profile, min_map50=args.min_map50,
+                    input_mode=args.input_mode)
 
 
 def cmd_sql(args) -> int:
@@ -206,6 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--deeppcb-root", help="a Deep PCB folder (holding PCBData/); default: synthetic boards")
     d.add_argument("--profile", default="demo", help="training profile: demo (CPU), full (GPU), smoke")
     d.add_argument("--min-map50", type=float, default=None, help="promotion threshold (default 0.5)")
+    d.add_argument("--input-mode", choices=INPUT_MODES, default=TEST_ONLY,
+                   help="reference: train a reference-aware model (board + template; README, 'Reference-aware models')")
     d.set_defaults(func=cmd_demo)
 
     s = sub.add_parser("sql", help="run one read-only Snowflake-dialect SELECT on the warehouse")

@@ -8,17 +8,19 @@ from pcb_pipeline import settings
 
 def demo_run_config(deeppcb_root: str | None = None, profile: str = "demo", synthetic_groups: int = 5,
                     synthetic_images_per_group: int = 40, overrides: dict | None = None,
-                    confidence: float = 0.25) -> dict:
+                    confidence: float = 0.25, input_mode: str = "test") -> dict:
     return {"ops": {
         "raw_pcb_images": {"config": {"deeppcb_root": deeppcb_root, "synthetic_groups": synthetic_groups,
                                       "synthetic_images_per_group": synthetic_images_per_group}},
+        "yolo_dataset": {"config": {"input_mode": input_mode}},
         "trained_detector": {"config": {"profile": profile,
                                         "overrides": {k: str(v) for k, v in (overrides or {}).items()}}},
         "defect_logs": {"config": {"confidence": confidence}},
     }}
 
 
-def run_demo(deeppcb_root: str | None = None, profile: str = "demo", min_map50: float | None = None) -> int:
+def run_demo(deeppcb_root: str | None = None, profile: str = "demo", min_map50: float | None = None,
+             input_mode: str = "test") -> int:
     p = settings.configure()
     import dagster as dg
 
@@ -31,7 +33,8 @@ def run_demo(deeppcb_root: str | None = None, profile: str = "demo", min_map50: 
     started = time.time()
     print(f"PCB_HOME: {p.home}  (stage {p.stage}, warehouse {p.warehouse}, MLflow {p.mlflow_uri})", flush=True)
     result = defs.resolve_job_def("pcb_pipeline_job").execute_in_process(
-        run_config=demo_run_config(deeppcb_root, profile), instance=dg.DagsterInstance.get(), raise_on_error=False)
+        run_config=demo_run_config(deeppcb_root, profile, input_mode=input_mode), instance=dg.DagsterInstance.get(),
+        raise_on_error=False)
     minutes = (time.time() - started) / 60
     if not result.success:
         failed = [e.step_key for e in result.all_events if e.is_step_failure]

@@ -82,3 +82,23 @@ def test_ask_rejects_injection_and_empty_questions(trained_pipeline, capsys):
     assert rc != 0
     assert main(["ask", "--manuals", "   "]) == 2
     assert warehouse().query("SELECT COUNT(*) AS n FROM DEFECT_LOGS")["n"][0] == before
+
+
+def test_demo_input_mode_reaches_the_dataset_config(monkeypatch):
+    """`pcb-pipeline demo --input-mode reference` runs the job with a reference-mode dataset (the config validates
+    against the real job); an unknown mode is refused by the parser."""
+    import dagster as dg
+
+    from pcb_pipeline import demo
+    from pcb_pipeline.definitions import build_defs
+
+    seen = {}
+    monkeypatch.setattr(demo, "run_demo", lambda **kw: seen.update(kw) or 0)
+    assert main(["demo", "--profile", "smoke", "--input-mode", "reference"]) == 0
+    assert seen["input_mode"] == "reference"
+    cfg = demo.demo_run_config(profile="smoke", input_mode=seen["input_mode"])
+    assert cfg["ops"]["yolo_dataset"]["config"] == {"input_mode": "reference"}
+    job = build_defs().resolve_job_def("pcb_pipeline_job")
+    assert dg.validate_run_config(job, cfg)
+    with pytest.raises(SystemExit):
+        main(["demo", "--input-mode", "stereo"])
