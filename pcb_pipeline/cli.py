@@ -88,11 +88,10 @@ def cmd_ask(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from pcb_pipeline.core.images import BadImageError
-    from pcb_pipeline.vision.detector import Detector
-
     from pcb_pipeline.core.deeppcb import template_beside
+    from pcb_pipeline.core.images import BadImageError
     from pcb_pipeline.core.reference import TemplateError
+    from pcb_pipeline.vision.detector import Detector
 
     if args.template and len(args.template) != len(args.images):
         print(f"error: {len(args.images)} image(s) but {len(args.template)} --template(s): give one per image, in "

@@ -17,6 +17,7 @@ import yaml
 from .classes import CLASS_NAMES, NUM_CLASSES
 from .deeppcb import IMAGE_SIZE, Box, Sample, read_labels
 from .reference import INPUT_MODE_KEY, REFERENCE, TEST_ONLY, check_input_mode, sample_composite
+
 IMAGE_GLOB = "*.[jp][pn]g"  # .jpg (linked test images) and .png (reference composites)
 
 
@@ -83,7 +84,8 @@ def link_or_copy(src: Path, dst: Path) -> None:
 
 
 def _write_reference_image(sample: Sample, dst: Path) -> None:
-    if not cv2.imwrite(str(dst), sample_composite(sample)):  # PNG: lossless, the difference channel must not get JPEG ringing
+    # PNG: lossless, the difference channel must not get JPEG ringing
+    if not cv2.imwrite(str(dst), sample_composite(sample)):
         raise OSError(f"cannot write {dst}")
 
 

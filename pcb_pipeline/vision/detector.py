@@ -8,7 +8,7 @@ import numpy as np
 
 from pcb_pipeline.core.classes import CLASS_NAMES
 from pcb_pipeline.core.reference import (INPUT_MODE_KEY, REFERENCE, TEST_ONLY, MissingTemplateError,
-                                         check_input_mode)
+                                         check_input_mode, reference_composite)
 
 
 @dataclass(frozen=True)
@@ -109,8 +109,6 @@ class Detector:
         if template is None:
             raise MissingTemplateError("this model compares each board with its defect-free template: give the "
                                        "template image too (Deep PCB: <id>_temp.jpg beside <id>_test.jpg)")
-        from pcb_pipeline.core.reference import reference_composite
-
         return reference_composite(image, template)
 
     def predict(self, images: list[np.ndarray | Path], conf: float | None = None,

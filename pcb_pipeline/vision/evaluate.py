@@ -29,7 +29,6 @@ from pcb_pipeline.core.classes import CLASS_NAMES
 from pcb_pipeline.core.detection_metrics import (DEEPPCB_IOU, compare_at_matched_recall, evaluate_detections,
                                                  matched_recall, operating_point)
 from pcb_pipeline.core.reference import TEST_ONLY
-from pcb_pipeline.vision.detector import training_imgsz
 
 PROTOCOL_CONF = 0.001  # confidence floor of the protocol predictions (complete PR curves)
 DEFAULT_TARGET_RECALLS = (0.90,)
@@ -162,9 +161,8 @@ def evaluate_split(weights: Path, split_file: Path, imgsz: int | None = None, ba
     weights = Path(weights)
     split_file = Path(split_file)
     samples = select_samples(split_file, val_groups, val_fraction)
-    pt = weights.with_suffix(".pt")
-    imgsz = imgsz or (training_imgsz(pt) if pt.is_file() else 640)
     detector = Detector(weights, conf=PROTOCOL_CONF, imgsz=imgsz)
+    imgsz = detector.imgsz  # the training size (torch) or the export's fixed size (ONNX Runtime)
     report: dict = {"weights": str(weights), "split": str(split_file), "images": len(samples), "imgsz": imgsz,
                     "input_mode": detector.input_mode,
                     "subset": (f"group-split validation groups (val_fraction {val_fraction})" if val_groups
