@@ -7,7 +7,9 @@ held-out validation groups (200 pairs) by ``pcb-pipeline evaluate``'s code: Ultr
 and false calls at matched recall against the legacy AOI.
 
     .venv/bin/python bench/reference_variant.py [--deeppcb ../shared/deeppcb] [--imgsz 320] [--epochs 8]
-        [--out bench/reference_runs/<date>_cpu] [--modes test,reference] [--eval-only]
+        [--out bench/reference_runs/<date>_cpu] [--modes test,reference] [--eval-only] [--init WEIGHTS]
+
+--init starts from a checkpoint instead of yolo12n.yaml (e.g. a 320 px run fine-tuned at 640: progressive resizing).
 
 Each variant's figures land in OUT/<mode>/evaluation.json as soon as it is done, the comparison in OUT/summary.json.
 """
@@ -42,6 +44,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "reference_runs" / f"{date.today()}_cpu")
     p.add_argument("--work", type=Path, default=Path("/tmp/pcb-reference-bench"), help="datasets and PCB_HOME")
     p.add_argument("--eval-only", action="store_true", help="evaluate weights already in OUT/<mode>/")
+    p.add_argument("--init", type=Path, default=None, help="start from these weights (one mode only)")
     return p.parse_args()
 
 
@@ -50,6 +53,8 @@ def train_variant(mode: str, dataset: Path, out: Path, args: argparse.Namespace,
            "--out", str(out), "--run-name", f"reference-bench-{mode}",
            "--set", f"imgsz={args.imgsz}", "--set", f"epochs={args.epochs}", "--set", "time=none",
            "--set", f"batch={args.batch}", "--set", f"seed={args.seed}", "--set", "close_mosaic=2"]
+    if args.init:
+        cmd += ["--set", f"model={args.init.resolve()}"]
     started = time.perf_counter()
     with open(out / "train.log", "w") as log:
         subprocess.run(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, check=True)
@@ -59,12 +64,15 @@ def train_variant(mode: str, dataset: Path, out: Path, args: argparse.Namespace,
 def main() -> int:
     args = parse_args()
     modes = [m for m in args.modes.split(",") if m]
+    if args.init and len(modes) != 1:
+        raise SystemExit("--init names one checkpoint: pass one --modes")
     split = deeppcb.split_file_path(args.deeppcb)
     train, val = deeppcb.group_split(deeppcb.read_split(split))
     env = {**os.environ, "PCB_HOME": str(args.work / "home")}
     summary: dict = {"date": str(date.today()), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
                      "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]), "imgsz": args.imgsz,
-                     "epochs": args.epochs, "batch": args.batch, "train_pairs": len(train), "val_pairs": len(val),
+                     "epochs": args.epochs, "batch": args.batch,
+                     "init": str(args.init) if args.init else "yolo12n.yaml", "train_pairs": len(train), "val_pairs": len(val),
                      "val_groups": sorted({s.group for s in val}), "variants": {}}
     previous = args.out / "summary.json"
     if previous.is_file():  # a run of one mode keeps the other mode's figures

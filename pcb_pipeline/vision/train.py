@@ -113,12 +113,15 @@ def train(args: argparse.Namespace) -> dict:
         mlflow.log_params({"profile": args.profile, "model": model_cfg, "input_mode": input_mode, **params})
         mlflow.set_tags({"pcb.entrypoint": "pcb_pipeline.vision.train", "pcb.dataset": str(args.data)})
         model = YOLO(model_cfg)
+        # A weights file (yolo12n.pt, an earlier best.pt) is a warm start: with pretrained=False ultralytics would
+        # rebuild the network from its yaml and silently drop those weights.
+        warm_start = Path(str(model_cfg)).suffix == ".pt"
         for event, fn in _mlflow_callbacks(mlflow).items():
             model.add_callback(event, fn)
         started = time.time()
         # amp=False: on CUDA ultralytics' AMP check downloads yolo26n.pt, which fails offline.
         model.train(data=str(data_yaml), project=str(project), name="train", exist_ok=True, amp=params.pop("amp", False),
-                    pretrained=False, plots=True, verbose=False, **params)
+                    pretrained=warm_start, plots=True, verbose=False, **params)
         train_seconds = time.time() - started
         save_dir = Path(model.trainer.save_dir)
         best = save_dir / "weights" / "best.pt"
