@@ -17,6 +17,9 @@ Each tick lists the stage's `uploads/` folder (a directory locally, LIST on a Sn
   any cursor, after a restart or a cursor reset) is never requested again, and Dagster itself refuses a second run with
   the same key. Content that already ran under another name is reported as a duplicate and not inferred twice. New
   content at a known path (a re-upload) gets a new run key and re-runs its partition, which replaces its rows.
+- a template, `<id>_temp.*` (the golden board a reference-aware model compares `<id>_test.*` with), is never a
+  partition of its own. A board's run key carries its template's md5 (`<path>@<md5>+template@<md5>`), so a
+  template that lands (or changes) after its board re-runs that board, now with its reference.
 
 The durable state is Dagster's: the dynamic partitions and the runs' tags (`dagster/run_key`, `pcb/content_md5`); the
 cursor only avoids re-reading files. Uploads wait (the cursor does not move) while there is no champion model.
@@ -49,7 +52,7 @@ from typing import Callable, Iterable, Mapping, Protocol
 import dagster as dg
 
 from pcb_pipeline import settings
-from pcb_pipeline.core.deeppcb import is_template_name
+from pcb_pipeline.core.deeppcb import is_template_name, template_candidates
 from pcb_pipeline.defs.assets import IMAGE_FILE_SUFFIXES, UPLOAD_PARTITIONS, UPLOAD_PREFIX, upload_stage_path
 from pcb_pipeline.defs.jobs import upload_inference_job
 from pcb_pipeline.defs.resources import RegistryResource, StageResource
@@ -59,9 +62,12 @@ RUN_KEY_TAG = "dagster/run_key"
 PARTITION_TAG = "dagster/partition"
 CONTENT_TAG = "pcb/content_md5"
 PATH_TAG = "pcb/upload_path"
+TEMPLATE_TAG = "pcb/template_md5"
 TEMP_SUFFIXES = (".part", ".partial", ".tmp", ".temp", ".crdownload", ".filepart", ".download", ".upload", "~",
                  ".swp")
 MAX_UPLOAD_BYTES = 64 * 1024 * 1024
+TEMPLATE_REASON = ("a template (<id>_temp.*): the golden board a reference-aware model compares <id>_test.* with, "
+                   "not a board to inspect")
 _INVALID_KEY_PARTS = ("...", "\a", "\b", "\f", "\n", "\r", "\t", "\v", "\0")
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
@@ -173,16 +179,17 @@ class UploadRequest:
     key: str  # partition key: the path under uploads/
     path: str  # stage path
     md5: str
+    template_md5: str | None = None  # the board's template (<id>_temp.*) beside it, when there is one
 
     @property
     def run_key(self) -> str:
-        return f"{self.key}@{self.md5}"
+        return f"{self.key}@{self.md5}" + (f"+template@{self.template_md5}" if self.template_md5 else "")
 
 
 @dataclass(frozen=True)
 class UploadReport:
     path: str
-    status: str  # "waiting" | "rejected" | "duplicate" | "unchanged" | "error"
+    status: str  # "waiting" | "rejected" | "duplicate" | "unchanged" | "error" | "template"
     reason: str
 
 
@@ -231,6 +238,7 @@ def plan_uploads(files: Iterable, cursor: UploadCursor, now: float, s: UploadSen
     started = time.monotonic()
     prefix = f"{UPLOAD_PREFIX}/"
     listing = sorted((f for f in files if f.path.startswith(prefix)), key=lambda f: (to_us(f.last_modified), f.path))
+    by_path = {f.path: f for f in listing}
     new = UploadCursor(cursor.wm, dict(cursor.seen), {})
     horizon = cursor.wm[0] - int(s.lookback_s * 1e6) if cursor.wm else None
     requests: list[UploadRequest] = []
@@ -266,6 +274,40 @@ def plan_uploads(files: Iterable, cursor: UploadCursor, now: float, s: UploadSen
                 handled(req.key, sig, "a")
         batch.clear()
 
+    def template_of(board_path: str):
+        """The listed template a board's inference will read (deeppcb.template_candidates order), or None."""
+        return next((by_path[str(c)] for c in template_candidates(PurePosixPath(board_path)) if str(c) in by_path),
+                    None)
+
+    def template_md5(board_path: str) -> str | None:
+        t = template_of(board_path)
+        try:
+            return hashlib.md5(read_bytes(t)).hexdigest() if t else None
+        except Exception:  # noqa: BLE001 - unreadable now: the template's own tick re-runs the board later
+            return None
+
+    def boards_to_rerun(template, md5: str) -> list[str]:
+        """Boards already inferred whose template this is: each re-runs with it (a new template md5, a new run key)."""
+        rerun = []
+        for board in listing:
+            bkey = board.path[len(prefix):]
+            bsig = [to_us(board.last_modified), int(board.size)]
+            seen = cursor.seen.get(bkey)
+            # inferred and unchanged since; a board that changed meanwhile is evaluated (and settled) on its own
+            done = seen[:2] == bsig and seen[2] == "a" if seen else bkey in history.known_keys()
+            if not done or is_template_name(board.path) or template_of(board.path) is not template:
+                continue
+            if any(r.key == bkey for r in requests) or any(r.key == bkey for r, _ in batch):
+                continue  # (re)evaluated this tick already, with this template's md5
+            try:
+                data = read_bytes(board)
+            except Exception as e:  # noqa: BLE001 - reported; the next template change or re-upload retries
+                reports.append(UploadReport(board.path, "error", f"could not be read for its new template ({e})"))
+                continue
+            batch.append((UploadRequest(bkey, board.path, hashlib.md5(data).hexdigest(), md5), bsig))
+            rerun.append(board.path)
+        return rerun
+
     for f in listing:
         if len(requests) + len(batch) >= s.max_runs_per_tick or time.monotonic() - started > s.tick_budget_s:
             deferred = True
@@ -294,10 +336,6 @@ def plan_uploads(files: Iterable, cursor: UploadCursor, now: float, s: UploadSen
 
         if _is_temporary_name(name):
             reject("temporary file name: still being written, or left behind by an interrupted upload")
-            continue
-        if is_template_name(name):  # read by the inference of <id>_test.* beside it, never inspected itself
-            reject("a template (<id>_temp.*): the golden board a reference-aware model compares <id>_test.* with, "
-                   "not a board to inspect")
             continue
         if age < s.settle_s:
             wait(f"still being written (modified {max(age, 0):.1f}s ago)" if age >= 0
@@ -335,7 +373,13 @@ def plan_uploads(files: Iterable, cursor: UploadCursor, now: float, s: UploadSen
         if not image_signature_ok(data[:16]):
             reject("not an image: the content is not JPEG, PNG, BMP, TIFF or WebP")
             continue
-        batch.append((UploadRequest(key, f.path, hashlib.md5(data).hexdigest()), sig))
+        if is_template_name(name):  # read by the inference of <id>_test.* beside it, never inspected itself
+            rerun = boards_to_rerun(f, hashlib.md5(data).hexdigest())
+            reports.append(UploadReport(f.path, "template", TEMPLATE_REASON + (
+                f"; re-inspecting {', '.join(rerun)} with it" if rerun else "")))
+            handled(key, sig, "r")  # remembered like a rejected file: never a partition of its own
+        else:
+            batch.append((UploadRequest(key, f.path, hashlib.md5(data).hexdigest(), template_md5(f.path)), sig))
         if len(requests) + len(batch) >= s.max_runs_per_tick:
             flush()
     flush()
@@ -396,6 +440,8 @@ def build_upload_sensor(s: UploadSensorSettings | None = None, name: str = UPLOA
                 context.log.warning(f"skipped {r.path}: {r.reason}")
             elif r.status == "waiting":
                 context.log.info(f"waiting for {r.path}: {r.reason}")
+            elif r.status == "template":
+                context.log.info(f"{r.path}: {r.reason}")
         if plan.requests and s.wait_for_champion:
             try:
                 champion = registry.get().champion()
@@ -405,7 +451,9 @@ def build_upload_sensor(s: UploadSensorSettings | None = None, name: str = UPLOA
                 return dg.SkipReason(f"{len(plan.requests)} upload(s) ready but there is no champion model yet: "
                                      "they run once registered_model promotes one")
         run_requests = [dg.RunRequest(run_key=r.run_key, partition_key=r.key,
-                                      tags={CONTENT_TAG: r.md5, PATH_TAG: r.path}) for r in plan.requests]
+                                      tags={CONTENT_TAG: r.md5, PATH_TAG: r.path,
+                                            **({TEMPLATE_TAG: r.template_md5} if r.template_md5 else {})})
+                        for r in plan.requests]
         return dg.SensorResult(
             run_requests=run_requests,
             dynamic_partitions_requests=[UPLOAD_PARTITIONS.build_add_request([r.key for r in plan.requests])]

@@ -20,7 +20,7 @@ import test_automation_support as support
 from pcb_pipeline.defs.assets import upload_defect_logs
 from pcb_pipeline.defs.jobs import upload_inference_job
 from pcb_pipeline.defs.resources import RegistryResource, StageResource, WarehouseResource
-from pcb_pipeline.defs.sensors import (CONTENT_TAG, PATH_TAG, RUN_KEY_TAG, UPLOAD_SENSOR_NAME, UploadCursor,
+from pcb_pipeline.defs.sensors import (CONTENT_TAG, PATH_TAG, RUN_KEY_TAG, TEMPLATE_TAG, UPLOAD_SENSOR_NAME, UploadCursor,
                                        UploadSensorSettings, build_upload_sensor, image_signature_ok, key_problem)
 
 REPO = Path(__file__).resolve().parents[2]
@@ -179,6 +179,37 @@ def test_duplicates_and_reuploads(world, instance):
     assert [r.partition_key for r in new] == ["a.jpg"] and new[0].run_key.endswith(
         __import__("hashlib").md5(support.jpeg_bytes(6)).hexdigest())
     assert len(instance.get_dynamic_partitions("uploads")) == 1
+
+
+def test_a_template_that_lands_after_its_board_re_runs_the_board(world, instance):
+    import hashlib
+
+    def md5(b: bytes) -> str:
+        return hashlib.md5(b).hexdigest()
+
+    board, template, template_v2 = support.jpeg_bytes(40), support.jpeg_bytes(41), support.jpeg_bytes(42)
+    d = Daemon(instance, world.stage_root, SETTLED)
+    world.upload("line1/9_test.jpg", board, OLD)
+    new, data = d.tick()
+    assert [r.run_key for r in new] == [f"line1/9_test.jpg@{md5(board)}"]  # no template yet
+    world.upload("line1/8_temp.jpg", support.jpeg_bytes(43), OLD + 5)  # another board's template: no board for it
+    new, data = d.tick()
+    assert new == [] and "uploads/line1/8_temp.jpg: a template" in data.skip_message
+    assert "re-inspecting" not in data.skip_message
+    world.upload("line1/9_temp.jpg", template, OLD + 10)  # the golden board arrives later
+    new, data = d.tick()
+    assert [(r.partition_key, r.run_key, r.tags[TEMPLATE_TAG]) for r in new] == [
+        ("line1/9_test.jpg", f"line1/9_test.jpg@{md5(board)}+template@{md5(template)}", md5(template))]
+    assert d.tick()[0] == []  # nothing changed: nothing runs
+    world.upload("line1/9_temp.jpg", template_v2, OLD + 20)  # a corrected template: the board runs again
+    assert [r.run_key for r in d.tick()[0]] == [f"line1/9_test.jpg@{md5(board)}+template@{md5(template_v2)}"]
+    world.upload("line2/5_temp.jpg", template, OLD + 30)  # template first, as documented: one run, with it
+    world.upload("line2/5_test.jpg", support.jpeg_bytes(44), OLD + 31)
+    new, _ = d.tick()
+    assert [r.run_key for r in new] == [f"line2/5_test.jpg@{md5(support.jpeg_bytes(44))}+template@{md5(template)}"]
+    assert set(instance.get_dynamic_partitions("uploads")) == {"line1/9_test.jpg", "line2/5_test.jpg"}
+    d.cursor = None  # a reset cursor re-reads everything and asks for nothing again
+    assert d.tick()[0] == [] and len(d.launched) == 4
 
 
 def test_restart_stale_cursor_reset_and_corrupt_cursor_never_repeat_a_run(world, instance):
