@@ -191,9 +191,9 @@ def upload_stage_path(name: str | None, data: bytes, suffix: str = ".jpg") -> st
     return f"{UPLOAD_PREFIX}/{safe_upload_name(name, data, suffix)}"
 
 
-def stage_payload(data: bytes, name: str | None) -> tuple[str, bytes]:
-    """(stage path under uploads/, bytes to store). JPEG and PNG are stored as uploaded; any other decodable format
-    (BMP, TIFF, WebP, ...) is stored as PNG so downstream readers get a format they take, with a matching suffix."""
+def stored_format(data: bytes) -> tuple[str, bytes]:
+    """(suffix, bytes to store). JPEG and PNG are stored as uploaded; any other decodable format (BMP, TIFF, WebP,
+    ...) is stored as PNG so downstream readers get a format they take, with a matching suffix."""
     import io
 
     from PIL import Image
@@ -201,20 +201,39 @@ def stage_payload(data: bytes, name: str | None) -> tuple[str, bytes]:
     with Image.open(io.BytesIO(data)) as im:
         fmt = im.format or ""
         if fmt in STAGE_FORMATS:
-            return upload_stage_path(name, data, STAGE_FORMATS[fmt]), data
+            return STAGE_FORMATS[fmt], data
         buf = io.BytesIO()
         im.convert("RGBA" if "A" in im.getbands() else "RGB").save(buf, format="PNG")
-    return upload_stage_path(name, data, ".png"), buf.getvalue()
+    return ".png", buf.getvalue()
 
 
-def write_upload(stage, data: bytes, name: str | None, work_dir: Path | None = None) -> str:
-    """Put a decoded-OK upload on the stage under uploads/ (the inference sensor picks it up); returns the stage
-    path. Call it only after `load_image` accepted the bytes: bad input is never stored."""
-    target, payload = stage_payload(data, name)
+def stage_payload(data: bytes, name: str | None) -> tuple[str, bytes]:
+    """(stage path under uploads/, bytes to store), see `stored_format`."""
+    suffix, payload = stored_format(data)
+    return upload_stage_path(name, data, suffix), payload
+
+
+def pair_payloads(board: bytes, board_name: str | None, template: bytes) -> list[tuple[str, bytes]]:
+    """A board and its template for uploads/, named the Deep PCB way so the inference sensor reads them together
+    (`<sha>_<stem>_temp.jpg|png` beside `<sha>_<stem>_test.*`, the hash of the board); the template first."""
+    base = safe_upload_name(board_name, board, "")
+    base = base[: -len("_test")] if base.endswith("_test") else base
+    (t_suffix, t_payload), (b_suffix, b_payload) = stored_format(template), stored_format(board)
+    return [(f"{UPLOAD_PREFIX}/{base}_temp{t_suffix}", t_payload), (f"{UPLOAD_PREFIX}/{base}_test{b_suffix}", b_payload)]
+
+
+def write_upload(stage, data: bytes, name: str | None, work_dir: Path | None = None,
+                 template: bytes | None = None) -> str:
+    """Put a decoded-OK upload on the stage under uploads/ (the inference sensor picks it up), with its template
+    beside it when given (for a reference-aware champion); returns the board's stage path. Call it only after
+    `load_image` accepted the bytes (both): bad input is never stored."""
+    payloads = pair_payloads(data, name, template) if template is not None else [stage_payload(data, name)]
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
-        local = Path(tmp) / PurePosixPath(target).name
-        local.write_bytes(payload)
-        return stage.put_file(local, target)
+        for target, payload in payloads:
+            local = Path(tmp) / PurePosixPath(target).name
+            local.write_bytes(payload)
+            written = stage.put_file(local, target)
+    return written
 
 
 # ------------------------------------------------------------------------------------------- boards on stage

@@ -66,14 +66,17 @@ def _inspection(current: dict, detector) -> vision.Inspection:
     """Decode + detect once per image content; later reruns (slider, chat) reuse the result."""
     digest = vision.sha256(current["data"])
     board = current.get("board")
-    # same bytes picked as a stage board get its ground truth; a new champion model re-inspects
-    key = (digest, board.image_path if board is not None else None, id(detector))
+    template = _template_file(current) if detector.needs_template else None  # (name, bytes)
+    current["template_used"] = template
+    # same bytes picked as a stage board get its ground truth; a new champion model or template re-inspects
+    key = (digest, board.image_path if board is not None else None, id(detector),
+           vision.sha256(template[1]) if template else None)
     cached = st.session_state.get("lab_inspection")
     if cached is not None and cached[0] == key:
         return cached[1]
     image = vision.load_image(current["data"], current["name"])  # BadImageError: shown by the caller
     insp = vision.inspect_image(detector, image, vision.display_name(current["name"]), digest,
-                                template=_template(board) if detector.needs_template else None)
+                                template=_decode_template(*template) if template else None)
     if board is not None:
         try:
             insp.ground_truth = vision.ground_truth(ui.get_stage(), board, (insp.width, insp.height),
@@ -84,29 +87,58 @@ def _inspection(current: dict, detector) -> vision.Inspection:
     return insp
 
 
-def _template(board: vision.StageBoard | None):
-    """A reference-aware champion's second input: the board's template from the stage (TemplateError if none)."""
+def _template_file(current: dict) -> tuple[str, bytes]:
+    """A reference-aware champion's second input, (name, bytes): the template uploaded beside the board, else the
+    stage board's template (TemplateError if neither)."""
+    if current.get("template"):
+        return current["template"]
+    board = current.get("board")
     if board is None or not board.template_path:
         raise MissingTemplateError(
-            "The champion model compares each board with its defect-free template, and this image has none on the "
-            "stage: pick a board from the stage, or upload a board named like one there (<id>_test.jpg)")
+            "The champion model compares each board with its defect-free template, and this image has none: "
+            + ("upload its template below" if current["origin"] == "upload" else "pick a board that has one"))
     try:
-        data = vision.fetch_bytes(ui.get_stage(), board.template_path, _cache_dir())
-        return vision.load_image(data, board.template_path.rsplit("/", 1)[-1])
-    except Exception as e:  # noqa: BLE001 - stage or decode failure: this board cannot be compared, say which file
+        return board.template_path.rsplit("/", 1)[-1], vision.fetch_bytes(ui.get_stage(), board.template_path,
+                                                                          _cache_dir())
+    except Exception as e:  # noqa: BLE001 - stage failure: this board cannot be compared, say which file
         raise TemplateError(f"cannot read the template {board.template_path} ({type(e).__name__})") from None
 
 
+def _decode_template(name: str, data: bytes):
+    try:
+        return vision.load_image(data, name)
+    except vision.BadImageError as e:  # said as the template's problem, not the board's
+        raise TemplateError(f"the template {e}") from None
+
+
+def _template_upload(current: dict) -> None:
+    """For a reference-aware champion: the uploaded board's template (golden board), optional when the stage has
+    one for a board of that name."""
+    board = current.get("board")
+    on_stage = board is not None and board.template_path
+    f = st.file_uploader("Its template: the same board without defects" + (" (optional: the stage has one)"
+                                                                           if on_stage else ""),
+                         key="lab_template_upload",
+                         help="The champion compares the board with its defect-free template (golden board). "
+                              "Both are saved to the stage's uploads/ folder as <id>_test / <id>_temp.")
+    if f is not None:
+        current["template"] = (f.name, f.getvalue())
+
+
 def _save_upload(current: dict, insp: vision.Inspection) -> None:
+    """The upload (and the template it was compared with, if any) to uploads/, once per content."""
+    template = current.get("template_used")
+    key = (insp.sha256, vision.sha256(template[1]) if template else None)
     saved = st.session_state.setdefault("lab_uploaded", {})
-    if insp.sha256 not in saved:
+    if key not in saved:
         try:
-            saved[insp.sha256] = vision.write_upload(ui.get_stage(), current["data"], current["name"],
-                                                     settings.paths().work)
+            saved[key] = vision.write_upload(ui.get_stage(), current["data"], current["name"],
+                                             settings.paths().work, template=template[1] if template else None)
         except Exception as e:  # noqa: BLE001 - the inspection is still shown
             st.warning(f"The upload could not be saved to the stage: {type(e).__name__}: {e}")
             return
-    st.caption(f"Saved to the stage as `{saved[insp.sha256]}`: the inference sensor logs it to DEFECT_LOGS.")
+    st.caption(f"Saved to the stage as `{saved[key]}`" + (" with its template beside it" if template else "")
+               + ": the inference sensor logs it to DEFECT_LOGS.")
 
 
 def _left() -> None:
@@ -121,6 +153,8 @@ def _left() -> None:
     except Exception as e:  # noqa: BLE001 - NoChampionError or a registry failure
         st.warning(str(e))
         return
+    if current["origin"] == "upload" and detector.needs_template:
+        _template_upload(current)
     try:
         insp = _inspection(current, detector)
     except (vision.BadImageError, TemplateError) as e:
@@ -140,11 +174,7 @@ def _left() -> None:
     for note in insp.notes:
         st.info(note)
     st.caption(f"Model {version.name} v{version.version} ({detector.backend}), {insp.width}x{insp.height} px")
-    if current["origin"] == "upload" and detector.needs_template:
-        # the inference sensor would find no template beside the saved upload: inspect here, do not log
-        st.caption("Not saved to the stage: the champion compares boards with their templates, and uploads here "
-                   "carry none. To log a board, put <id>_test.jpg and its <id>_temp.jpg under uploads/ on the stage.")
-    elif current["origin"] == "upload":
+    if current["origin"] == "upload":
         _save_upload(current, insp)
     if shown:
         st.dataframe(vision.detections_table(shown), hide_index=True, key="lab_detections")

@@ -187,15 +187,31 @@ def test_a_reference_champion_reads_the_stage_template_or_says_why_not(use_app_h
     unknown = _img("L")
     at.file_uploader(key="lab_upload").set_value(("unknown_board.png", unknown, "image/png")).run()
     assert not at.exception
-    assert any("compares each board with its defect-free template" in e.value for e in at.error)
-    # an upload named like a stage board: compared with that board's template, shown, but not logged (the sensor
-    # would find no template beside it)
+    assert any("compares each board with its defect-free template" in e.value and "upload its template below"
+               in e.value for e in at.error)
+    stage = use_app_home / "stage" / "uploads"
+    base = vision.safe_upload_name("unknown_board.png", unknown, "")
+    assert not (stage / f"{base}_test.png").exists(), "nothing is saved before it can be inspected"
+    # a template that is not an image: said as the template's problem
+    at.file_uploader(key="lab_template_upload").set_value(("golden.png", b"not an image", "image/png")).run()
+    assert not at.exception and any("the template golden.png: not an image" in e.value for e in at.error)
+    # its template uploaded beside it: compared with it, and both saved as a pair the inference sensor reads together
+    seen.clear()
+    template = _img("RGB", fmt="BMP")  # any readable format; stored as PNG
+    at.file_uploader(key="lab_template_upload").set_value(("golden.bmp", template, "image/bmp")).run()
+    assert not at.exception and not at.error and seen == [(640, 640, 3)]
+    assert (stage / f"{base}_test.png").read_bytes() == unknown
+    assert Image.open(stage / f"{base}_temp.png").format == "PNG"
+    assert any(f"uploads/{base}_test.png` with its template" in c for c in texts(at, "caption"))
+    # an upload named like a stage board: compared with that board's template, and saved with a copy of it
     at = page(VISION_LAB)
     raw = board_files[1].read_bytes()
     at.file_uploader(key="lab_upload").set_value((board_files[1].name, raw, "image/jpeg")).run()
     assert not at.exception and not at.error
-    assert any("Not saved to the stage" in c for c in texts(at, "caption"))
-    assert not (use_app_home / "stage" / f"uploads/{vision.safe_upload_name(board_files[1].name, raw)}").exists()
+    base = vision.safe_upload_name(board_files[1].name, raw, "")[: -len("_test")]
+    stage_template = next(board_files[1].parent.glob(board_files[1].stem[: -len("_test")] + "_temp.*"))
+    assert (stage / f"{base}_test.jpg").read_bytes() == raw
+    assert (stage / f"{base}_temp{stage_template.suffix}").read_bytes() == stage_template.read_bytes()
     # a template the stage cannot serve: a clear error naming it, not a traceback
     monkeypatch.setattr(vision, "fetch_bytes", lambda *a, **k: (_ for _ in ()).throw(OSError("stage offline")))
     at = page(VISION_LAB)

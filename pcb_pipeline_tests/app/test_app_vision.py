@@ -127,6 +127,23 @@ def test_write_upload_to_the_stage(tmp_path):
     assert [f.path for f in stage.list("uploads")] == sorted([path, p2])
 
 
+
+def test_a_board_and_its_template_are_saved_as_a_pair_the_sensor_reads_together(tmp_path):
+    from pathlib import PurePosixPath
+
+    from pcb_pipeline.core.deeppcb import is_template_name, template_candidates
+
+    stage = LocalStage(tmp_path / "stage")
+    jpg, golden = board(), board(fmt="BMP")
+    path = vision.write_upload(stage, jpg, "../line 3/20085000_test.jpg", tmp_path, template=golden)
+    listed = sorted(f.path for f in stage.list("uploads"))
+    assert path.endswith("_20085000_test.jpg") and (tmp_path / "stage" / path).read_bytes() == jpg
+    template = next(p for p in listed if p != path)
+    assert is_template_name(template) and template.endswith("_20085000_temp.png")  # BMP stored as PNG
+    assert template in {str(t) for t in template_candidates(PurePosixPath(path))}  # where the sensor looks
+    other = vision.write_upload(stage, jpg, "scan.jpg", tmp_path, template=golden)
+    assert other.endswith("_scan_test.jpg") and len(stage.list("uploads")) == 4
+
 LISTING = [
     "raw/deeppcb/PCBData/trainval.txt",
     "raw/deeppcb/PCBData/group1/1/1000_test.jpg",
