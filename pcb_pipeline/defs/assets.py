@@ -406,7 +406,7 @@ def _infer(context, st, wh, detector, champion, files, batch_id: str, local_dir:
     return {
         "logs": logs, "inspections": inspections,
         "errors": errors, "plotted": plotted, "backend": detector.backend, "model_version": model_version,
-        "input_mode": detector.input_mode,
+        "input_mode": detector.input_mode, "templates": template_paths,
     }
 
 
@@ -499,6 +499,8 @@ def upload_defect_logs(context: dg.AssetExecutionContext, config: UploadInferenc
         "detections": len(out["logs"]),
         "detections_per_class": dg.MetadataValue.json(_per_class_detections(out["logs"])),
         "model_version": out["model_version"],
+        "model_input": out["input_mode"],
+        "template": out["templates"].get(path, ""),  # what a reference-aware champion compared the board with
         "inference_backend": out["backend"],
         "preview": preview_markdown(out["plotted"], "prediction"),
     })

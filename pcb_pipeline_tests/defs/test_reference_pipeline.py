@@ -104,6 +104,40 @@ def test_templates_under_an_inference_prefix_are_not_boards(reference_world):
     assert len(paths) > 0 and all(p.endswith("_test.jpg") for p in paths)
 
 
+def test_an_upload_runs_once_its_template_is_beside_it(reference_world):
+    """The upload partition with a reference champion: without a template the run fails saying so and stores
+    nothing; once the template lands beside the board (the sensor then re-requests it), the board is logged."""
+    from pcb_pipeline.defs.assets import upload_defect_logs
+
+    w, _ = reference_world
+    board, template = next((b, t) for b in sorted((w.stage_root / RAW_PREFIX / "PCBData").rglob("*_test.jpg"))
+                           for t in b.parent.glob(b.name.replace("_test.jpg", "_temp.*")))
+    w.upload("line1/77_test.jpg", board.read_bytes())
+    key = "line1/77_test.jpg"
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("uploads", [key])
+
+        def run():
+            return dg.materialize([upload_defect_logs], resources=w.resources(min_map50=0.0), partition_key=key,
+                                  instance=instance, raise_on_error=False,
+                                  run_config={"ops": {"upload_defect_logs": {"config": {"confidence": 0.001}}}})
+
+        res = run()
+        assert not res.success
+        failure = next(e for e in res.all_events if e.is_step_failure)
+        assert "uploads/line1/77_test.jpg" in str(failure.event_specific_data.error)
+        assert "template" in str(failure.event_specific_data.error)
+        stored = "SELECT COUNT(*) AS n FROM BOARD_INSPECTIONS WHERE batch_id = 'uploads/line1/77_test.jpg'"
+        assert w.warehouse().query(stored)["n"][0] == 0
+        w.upload(f"line1/77_temp{template.suffix}", template.read_bytes())
+        res = run()
+        assert res.success
+        md = res.asset_materializations_for_node("upload_defect_logs")[0].metadata
+        assert md["model_input"].value == "reference"
+        assert md["template"].value == f"uploads/line1/77_temp{template.suffix}"
+        assert w.warehouse().query(stored)["n"][0] == 1
+
+
 def test_a_test_image_champion_never_reads_composites(reference_world):
     """The staged dataset holds composites, the champion takes board images: the held-out boards come from raw/."""
     w, _ = reference_world
