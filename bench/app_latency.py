@@ -11,6 +11,8 @@ What is timed, per board image (JPEG bytes as uploaded), interleaved so that loa
   raw      the model call alone on an already decoded array: Detector.predict_rows at conf 0.25 (same backend:
            the ONNX Runtime session with its letterbox/NMS, or Ultralytics predict for PyTorch)
 Ratio = app / raw (medians). The model is loaded once (as st.cache_resource does), then warmed up.
+A reference-aware model (stamped pcb_input=reference) gets each board's template: `app` then also decodes the
+template and builds the composite (what the page does), `raw` is the model call on the ready composite.
 
 Weights: --weights (a .pt with best.onnx beside it, or an .onnx), else the registered champion of PCB_HOME (what
 the app loads), else --untrained-imgsz N builds an untrained YOLOv12-n exported to ONNX at N px: same compute as a
@@ -42,19 +44,20 @@ def pin_cores(n: int) -> list[int]:
     return chosen
 
 
-def board_images(data_root: Path | None, n: int) -> list[tuple[str, bytes]]:
+def board_images(data_root: Path | None, n: int) -> list[tuple[str, bytes, bytes]]:
+    """(name, board bytes, template bytes) for n Deep PCB pairs (synthetic ones without the dataset)."""
+    from pcb_pipeline.core.deeppcb import read_split
+
     if data_root is not None and (data_root / "PCBData" / "trainval.txt").is_file():
-        from pcb_pipeline.core.deeppcb import read_split
-
         samples = read_split(data_root / "PCBData" / "trainval.txt")
-        step = max(1, len(samples) // n)
-        return [(s.test_image.name, s.test_image.read_bytes()) for s in samples[::step][:n]]
-    from pcb_pipeline.core.synthetic import write_synthetic_deeppcb
+    else:
+        from pcb_pipeline.core.synthetic import write_synthetic_deeppcb
 
-    tmp = Path(tempfile.mkdtemp(prefix="app_bench_boards_"))
-    write_synthetic_deeppcb(tmp, groups=2, images_per_group=max(2, n // 2), seed=3)
-    files = sorted(tmp.rglob("*_test.jpg"))[:n]
-    return [(f.name, f.read_bytes()) for f in files]
+        tmp = Path(tempfile.mkdtemp(prefix="app_bench_boards_"))
+        write_synthetic_deeppcb(tmp, groups=2, images_per_group=max(2, n // 2), seed=3)
+        samples = read_split(tmp / "PCBData" / "trainval.txt")
+    step = max(1, len(samples) // n)
+    return [(s.test_image.name, s.test_image.read_bytes(), s.template_image.read_bytes()) for s in samples[::step][:n]]
 
 
 def untrained_onnx(imgsz: int, out_dir: Path) -> Path:
@@ -107,11 +110,13 @@ def run(args) -> dict:
         detector = load_detector(weights, warm_up=True)
     load_s = time.perf_counter() - t0
     images = board_images(Path(args.data) if args.data else None, args.n)
-    decoded = [vision.load_image(b, name) for name, b in images]
+    reference = detector.needs_template
+    network_inputs = [detector.model_input(vision.load_image(b, name), vision.load_image(t, name) if reference
+                                           else None) for name, b, t in images]
 
     def app(i):
-        name, data = images[i % len(images)]
-        return vision.inspect_bytes(data, name, detector, conf=0.25)[0]
+        name, data, template = images[i % len(images)]
+        return vision.inspect_bytes(data, name, detector, conf=0.25, template=template if reference else None)[0]
 
     def app_img(i):
         annotated = app(i)
@@ -119,7 +124,7 @@ def run(args) -> dict:
                                               output_format="JPEG")
 
     def raw(i):  # the detector's own model call on a decoded array (ONNX Runtime session or Ultralytics predict)
-        return detector.predict_rows(decoded[i % len(decoded)], conf=0.25)
+        return detector.network_rows(network_inputs[i % len(network_inputs)], conf=0.25)
 
     for i in range(3):  # warm-up of every path
         app(i), app_img(i), raw(i)
@@ -132,13 +137,13 @@ def run(args) -> dict:
             fns[k](i)
             times[k].append(time.perf_counter() - t)
     res = {k: stats(v) for k, v in times.items()}
-    shape = decoded[0].shape
+    shape = network_inputs[0].shape
     return {
         "date": dt.date.today().isoformat(),
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
         "cpus_total": os.cpu_count(), "cores_pinned": cores, "load_avg_1m": round(os.getloadavg()[0], 2),
         "python": platform.python_version(),
-        "weights": weights_desc, "backend": detector.backend, "imgsz": detector.imgsz,
+        "weights": weights_desc, "backend": detector.backend, "imgsz": detector.imgsz, "model_input": detector.input_mode,
         "torch_threads": __import__("torch").get_num_threads(),
         "image": f"{shape[1]}x{shape[0]} JPEG", "images": len(images), "model_load_s": round(load_s, 2),
         "results": res,

@@ -114,12 +114,13 @@ def render(inspection: Inspection, conf: float, show_ground_truth: bool = True) 
     return draw_detections(out, inspection.above(conf))
 
 
-def inspect_bytes(data: bytes, name: str, detector, conf: float = 0.25,
-                  ground_truth: list[Box] | None = None) -> tuple[np.ndarray, list[Detection], Inspection]:
-    """Upload -> boxes rendered: decode, detect, draw. Returns (annotated BGR image, detections >= conf, inspection).
-    Raises BadImageError with a clear message for bad input."""
+def inspect_bytes(data: bytes, name: str, detector, conf: float = 0.25, ground_truth: list[Box] | None = None,
+                  template: bytes | None = None) -> tuple[np.ndarray, list[Detection], Inspection]:
+    """Upload -> boxes rendered: decode (the template too, for a reference-aware detector), detect, draw. Returns
+    (annotated BGR image, detections >= conf, inspection). Raises BadImageError with a clear message for bad input."""
     image = load_image(data, name)
-    insp = inspect_image(detector, image, name, sha256(data), ground_truth)
+    reference = load_image(template, f"template of {name}") if template is not None else None
+    insp = inspect_image(detector, image, name, sha256(data), ground_truth, template=reference)
     return render(insp, conf), insp.above(conf), insp
 
 
