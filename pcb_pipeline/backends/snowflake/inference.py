@@ -3,7 +3,8 @@
 Modes (PCB_SNOWFLAKE_INFERENCE):
   batch    `mv.run_batch(X, compute_pool=..., output_spec=OutputSpec(stage_location=@STAGE/inference/<batch>/,
            mode=OVERWRITE), input_spec=InputSpec(column_handling={"IMAGE": {"input_format": FULL_STAGE_PATH,
-           "convert_to": RAW_BYTES}}, params={"conf": c}), resources_spec=ResourcesSpec(gpu_requests=...),
+           "convert_to": RAW_BYTES}, "TEMPLATE": <the same, when templates were found>}, params={"conf": c}),
+           resources_spec=ResourcesSpec(gpu_requests=...),
            function_name="predict", job_name=..., replicas=...)`: an SPCS job reads the images from the stage itself;
            its Parquet output (under <stage_location>/<job name>/) is read back.
   service  `mv.create_service(...)` once (GPU pool, image built through the external access integration), then
@@ -11,6 +12,10 @@ Modes (PCB_SNOWFLAKE_INFERENCE):
   local    the asset's own path: champion weights downloaded, Detector in the Dagster process.
 Both remote modes return predict()'s rows; `write_defect_logs` turns them into table rows with the same pure
 `build_rows` the local asset uses and writes them with replace_rows (a re-run of a batch replaces it).
+Every board goes with its template (TEMPLATE / TEMPLATE_PATH), found on the stage by the Deep PCB naming
+(`deeppcb.template_candidates`: `<id>_temp.jpg`, then `.png`, beside `<id>_test.*`): a reference-aware model needs it,
+a test-image model ignores it. In batch mode TEMPLATE is a stage path turned into bytes like IMAGE (see input_rows for
+boards without a template).
 """
 from __future__ import annotations
 
@@ -26,9 +31,10 @@ from typing import Callable
 import pandas as pd
 
 from pcb_pipeline.backends.base import ModelVersion, Warehouse
+from pcb_pipeline.core.deeppcb import template_candidates
 from pcb_pipeline.core.defect_logs import InspectedImage, board_id_from_path, build_rows
 
-from .custom_model import OUTPUT_COLUMNS
+from .custom_model import INPUT_COLUMNS, NO_TEMPLATE, OUTPUT_COLUMNS
 from .registry import SnowflakeModelRegistry
 from .stage import SnowflakeStage
 from .training import MLJobFailed, follow_job
@@ -48,6 +54,15 @@ class InferenceConfig:
     schema: str | None = None
     timeout_s: float = 3600
     poll_interval_s: float = 15
+
+
+NO_TEMPLATE_FILE = "no_template.txt"  # under output_prefix: the NO_TEMPLATE placeholder (see input_rows)
+_TEMPLATE = INPUT_COLUMNS.index("TEMPLATE")
+
+
+def _folder(stage_path: str) -> str:
+    parent = str(PurePosixPath(stage_path).parent)
+    return "" if parent == "." else parent
 
 
 def _column(frame: pd.DataFrame, name: str) -> pd.Series:
@@ -80,20 +95,59 @@ class RegistryInference:
             return f"{self.config.database}.{self.config.schema}.{name}"
         return name
 
-    def input_rows(self, image_paths: list[str]) -> list[list[str]]:
-        """[full stage path (turned into bytes by run_batch), stage path, board id] per image."""
-        return [[self.stage.uri(p), p, board_id_from_path(p)] for p in image_paths]
+    def stage_templates(self, image_paths: list[str]) -> dict[str, str]:
+        """Board stage path -> its template's stage path (first of ``template_candidates`` that is on the stage);
+        boards without one are absent. One LIST per folder holding boards named ``<id>_test.*``, none otherwise."""
+        candidates = {p: [str(c) for c in template_candidates(PurePosixPath(p))] for p in image_paths}
+        folders = sorted({_folder(p) for p, c in candidates.items() if c})
+        on_stage = {f.path for d in folders for f in self.stage.list(d)}
+        found = {p: next((c for c in cs if c in on_stage), None) for p, cs in candidates.items()}
+        return {p: t for p, t in found.items() if t}
 
-    def run_batch_kwargs(self, batch_id: str, job_name: str, conf: float) -> dict:
+    def input_rows(self, image_paths: list[str]) -> list[list[str | None]]:
+        """One row per image in INPUT_COLUMNS order: [full stage path (turned into bytes by run_batch), stage path,
+        board id, the template's full stage path (turned into bytes too), the template's stage path].
+
+        Boards without a template. What the job does with a NULL in a FULL_STAGE_PATH column is documented nowhere
+        (snowflake-ml-python 2.6.0 only passes column_handling on to the server, which reads the files), so no
+        TEMPLATE sent with column_handling is ever NULL:
+        - no board has a template (e.g. a test-image deployment, boards not named `<id>_test.*`): TEMPLATE and
+          TEMPLATE_PATH are NULL and TEMPLATE gets no column_handling (run_batch_kwargs): the job is the one it
+          was before templates existed;
+        - some boards lack one: their TEMPLATE is the stage path of a placeholder file (NO_TEMPLATE, put on the
+          stage here) and their TEMPLATE_PATH is NULL. The model takes the placeholder for "no template": a
+          reference-aware model answers those rows with the MissingTemplateError text, every other row is inferred
+          in the same job. Rejected: a NULL TEMPLATE for all rows (the container cannot read TEMPLATE_PATH, so a
+          reference-aware model would fail every row), and a second job for the boards without (a GPU job start
+          for nothing when the model is reference-aware).
+        """
+        templates = self.stage_templates(image_paths)
+        placeholder = (self._put_no_template() if templates and any(p not in templates for p in image_paths)
+                       else None)
+        return [[self.stage.uri(p), p, board_id_from_path(p),
+                 self.stage.uri(templates[p]) if p in templates else placeholder, templates.get(p)]
+                for p in image_paths]
+
+    def _put_no_template(self) -> str:
+        path = f"{self.config.output_prefix}/{NO_TEMPLATE_FILE}"
+        with tempfile.TemporaryDirectory(prefix="pcb-infer-") as tmp:
+            local = Path(tmp) / NO_TEMPLATE_FILE
+            local.write_bytes(NO_TEMPLATE)
+            self.stage.put_file(local, path)
+        return self.stage.uri(path)
+
+    def run_batch_kwargs(self, batch_id: str, job_name: str, conf: float, templates: bool = False) -> dict:
+        """run_batch's keywords; `templates`: the TEMPLATE column holds stage paths (none NULL, see input_rows)."""
         from snowflake.ml.model.batch_inference import (FileEncoding, InputFormat, InputSpec, OutputSpec,
                                                          ResourcesSpec, SaveMode)
 
         cfg = self.config
+        as_bytes = {"input_format": InputFormat.FULL_STAGE_PATH, "convert_to": FileEncoding.RAW_BYTES}
         return dict(
             compute_pool=cfg.compute_pool,
             output_spec=OutputSpec(stage_location=self.output_location(batch_id), mode=SaveMode.OVERWRITE),
             input_spec=InputSpec(params={"conf": float(conf)}, column_handling={
-                "IMAGE": {"input_format": InputFormat.FULL_STAGE_PATH, "convert_to": FileEncoding.RAW_BYTES}}),
+                "IMAGE": as_bytes, **({"TEMPLATE": dict(as_bytes)} if templates else {})}),
             resources_spec=ResourcesSpec(gpu_requests=cfg.gpu_requests) if cfg.gpu_requests else None,
             function_name="predict", job_name=job_name, replicas=cfg.replicas)
 
@@ -114,8 +168,10 @@ class RegistryInference:
         name = self.job_name(batch_id)
         with self.session_factory() as session:
             mv = self.registry.model_version(session, version)
-            X = session.create_dataframe(self.input_rows(image_paths), schema=["IMAGE", "IMAGE_PATH", "BOARD_ID"])
-            job = mv.run_batch(X, **self.run_batch_kwargs(batch_id, name, conf))
+            rows = self.input_rows(image_paths)
+            X = session.create_dataframe(rows, schema=list(INPUT_COLUMNS))
+            job = mv.run_batch(X, **self.run_batch_kwargs(batch_id, name, conf,
+                                                          templates=any(r[_TEMPLATE] for r in rows)))
             self.log(f"batch inference job {job.id}: {len(image_paths)} images with {version.name} {version.version}")
             status = follow_job(job, self.log, self.config.timeout_s, self.config.poll_interval_s,
                                 **({"sleep": self.sleep} if self.sleep else {}))
@@ -149,12 +205,17 @@ class RegistryInference:
             if self.config.service_name.upper() not in names:
                 self.log(f"creating inference service {self.config.service_name} on {self.config.compute_pool}")
                 mv.create_service(**self.service_kwargs())
-            rows = []
-            for p in image_paths:
-                local = self.stage.get_file(p, Path(tmp) / PurePosixPath(p).name)
-                rows.append({"IMAGE": local.read_bytes(), "IMAGE_PATH": p, "BOARD_ID": board_id_from_path(p)})
-            out = mv.run(pd.DataFrame(rows), function_name="predict", service_name=self.config.service_name,
-                         params={"conf": float(conf)})
+            templates = self.stage_templates(image_paths)
+
+            def read(stage_path: str | None) -> bytes | None:
+                if stage_path is None:
+                    return None  # no template: a reference-aware model reports it for that row
+                return self.stage.get_file(stage_path, Path(tmp) / PurePosixPath(stage_path).name).read_bytes()
+
+            rows = [[read(p), p, board_id_from_path(p), read(templates.get(p)), templates.get(p)]
+                    for p in image_paths]
+            out = mv.run(pd.DataFrame(rows, columns=INPUT_COLUMNS), function_name="predict",
+                         service_name=self.config.service_name, params={"conf": float(conf)})
         return normalise_output(out)
 
 

@@ -29,24 +29,18 @@ class _ctx:
         return False
 
 
-@pytest.fixture
-def setup(connect, tiny_dataset, smoke_weights, tmp_path):
-    stage = SnowflakeStage(connect, "MODEL_STAGE", "PCB.PIPELINE.MODEL_STAGE")
-    stage.put_dir(tiny_dataset / "images" / "val", "datasets/yolo/images/val")
-    images = [f.path for f in stage.list("datasets/yolo/images/val")]
-    fake, session = FakeRegistry(), FakeSession()
-    reg = SnowflakeModelRegistry(stage, "PCB_DEFECT_DETECTOR", registry_factory=lambda s: fake,
-                                 session_factory=lambda: _ctx(session))
-    version = reg.register(TrainingResult("r1", "models/r1/best.pt", None, {"map50": 0.9}), smoke_weights,
-                           smoke_weights.with_suffix(".onnx"))
+def batch_job_player(stage, tmp_path):
+    """What the batch inference service does: each column_handling column's full stage paths -> the files' bytes,
+    predict, Parquet under <location>/<job>/. A NULL or a path that is not on the stage fails the job (what the
+    server does with them is not documented, so inference.py must never send one)."""
 
-    def play_batch_job(mv, X, kwargs):
-        """What the batch inference service does: stage paths -> bytes, predict, Parquet under <location>/<job>/."""
-        handling = kwargs["input_spec"].column_handling["IMAGE"]
-        assert (handling["input_format"].value, handling["convert_to"].value) == ("full_stage_path", "raw_bytes")
+    def play(mv, X, kwargs):
         frame = X.copy()
-        frame["IMAGE"] = [stage.get_file(p, tmp_path / "in" / PurePosixPath(p).name).read_bytes()
-                          for p in frame["IMAGE_PATH"]]
+        for column, handling in kwargs["input_spec"].column_handling.items():
+            assert (handling["input_format"].value, handling["convert_to"].value) == ("full_stage_path", "raw_bytes")
+            paths = [uri.split("/", 1)[1] for uri in frame[column] if uri.startswith(stage.uri("") + "/")]
+            assert len(paths) == len(frame), f"{column}: not all full stage paths: {list(frame[column])}"
+            frame[column] = [stage.get_file(p, tmp_path / "in" / PurePosixPath(p).name).read_bytes() for p in paths]
         out = mv.custom_model.predict(frame, **kwargs["input_spec"].params)
         job = kwargs["job_name"].split(".")[-1]
         local = tmp_path / "out" / "part-0.parquet"
@@ -56,7 +50,27 @@ def setup(connect, tiny_dataset, smoke_weights, tmp_path):
                               f"part-0.parquet")
         return FakeJob(kwargs["job_name"], ["RUNNING", "DONE"], [["predicting"], ["predicting", "done"]])
 
-    fake.on_run_batch = play_batch_job
+    return play
+
+
+def registered(stage, weights, session, run_id="r1"):
+    """A FakeRegistry with `weights` logged as version RUN_<run_id> (set its on_run_batch to play run_batch)."""
+    fake = FakeRegistry()
+    reg = SnowflakeModelRegistry(stage, "PCB_DEFECT_DETECTOR", registry_factory=lambda s: fake,
+                                 session_factory=lambda: _ctx(session))
+    version = reg.register(TrainingResult(run_id, f"models/{run_id}/best.pt", None, {"map50": 0.9}), weights,
+                           weights.with_suffix(".onnx"))
+    return reg, fake, version
+
+
+@pytest.fixture
+def setup(connect, tiny_dataset, smoke_weights, tmp_path):
+    stage = SnowflakeStage(connect, "MODEL_STAGE", "PCB.PIPELINE.MODEL_STAGE")
+    stage.put_dir(tiny_dataset / "images" / "val", "datasets/yolo/images/val")
+    images = [f.path for f in stage.list("datasets/yolo/images/val")]
+    session = FakeSession()
+    reg, fake, version = registered(stage, smoke_weights, session)
+    fake.on_run_batch = batch_job_player(stage, tmp_path)
     return stage, reg, fake, session, version, images
 
 
@@ -70,15 +84,17 @@ def test_run_batch_contract_and_defect_logs(setup, connect):
     out = inf.predict(version, images, batch_id="b1", conf=0.001)
     assert len(out) == len(images) and (out["ERROR"] == "").all() and out["NUM_DETECTIONS"].sum() > 0
     data, schema = session.frames[0]
-    assert schema == ["IMAGE", "IMAGE_PATH", "BOARD_ID"]
+    assert schema == ["IMAGE", "IMAGE_PATH", "BOARD_ID", "TEMPLATE", "TEMPLATE_PATH"]
     assert data[0][0] == f"@PCB.PIPELINE.MODEL_STAGE/{images[0]}" and data[0][1] == images[0]
     assert data[0][2] == PurePosixPath(images[0]).stem
+    assert all(row[3:] == [None, None] for row in data), "no board here is named <id>_test.*: no template to send"
     kind, call = fake.get_model("PCB_DEFECT_DETECTOR").version(version.version).calls[0]
     assert kind == "run_batch"
     assert call["compute_pool"] == "PCB_GPU_POOL" and call["function_name"] == "predict" and call["replicas"] == 1
     assert call["output_spec"].stage_location == "@PCB.PIPELINE.MODEL_STAGE/inference/b1/"
     assert call["output_spec"].mode.value == "overwrite"
     assert call["input_spec"].params == {"conf": 0.001} and call["resources_spec"].gpu_requests == "1"
+    assert set(call["input_spec"].column_handling) == {"IMAGE"}
     assert call["job_name"].startswith("PCB.PIPELINE.PCB_INFER_B1_")
     assert "predicting" in lines and "done" in lines
 

@@ -42,7 +42,9 @@ def test_predict_on_a_real_board_image(model, board_jpg):
 
 def test_output_matches_the_declared_signature(model, board_jpg):
     sig = signatures()["predict"]
-    assert [f.name for f in sig.inputs] == ["IMAGE", "IMAGE_PATH", "BOARD_ID"]
+    assert [f.name for f in sig.inputs] == ["IMAGE", "IMAGE_PATH", "BOARD_ID", "TEMPLATE", "TEMPLATE_PATH"]
+    assert {f.name: (f.to_dict()["type"], f.to_dict()["nullable"]) for f in sig.inputs[3:]} == {
+        "TEMPLATE": ("BYTES", True), "TEMPLATE_PATH": ("STRING", True)}
     assert [f.name for f in sig.outputs] == OUTPUT_COLUMNS
     assert [(p.name, p.default_value) for p in sig.params] == [("conf", 0.25)]
     out = model.predict(pd.DataFrame({"IMAGE": [board_jpg.read_bytes()], "IMAGE_PATH": ["x.jpg"],
@@ -50,8 +52,20 @@ def test_output_matches_the_declared_signature(model, board_jpg):
     from snowflake.ml.model import model_signature
 
     model_signature._validate_pandas_df(out, sig.outputs, strict=True)  # what the registry checks at inference
-    inputs = pd.DataFrame({"IMAGE": [board_jpg.read_bytes()], "IMAGE_PATH": ["x.jpg"], "BOARD_ID": ["b"]})
+    inputs = pd.DataFrame({"IMAGE": [board_jpg.read_bytes()] * 2, "IMAGE_PATH": ["x.jpg"] * 2, "BOARD_ID": ["b"] * 2,
+                           "TEMPLATE": [board_jpg.read_bytes(), None], "TEMPLATE_PATH": ["x_temp.jpg", None]})
     model_signature._validate_pandas_df(inputs, sig.inputs, strict=True)
+
+
+def test_a_test_image_model_ignores_the_template_columns(model, board_jpg):
+    base = {"IMAGE": [board_jpg.read_bytes(), b"None"], "IMAGE_PATH": ["a.jpg", str(board_jpg)], "BOARD_ID": ["a", "b"]}
+    plain = model.predict(pd.DataFrame(base), conf=0.001)
+    assert (plain["ERROR"] == "").all(), "b'None' (a NULL cast to bytes by snowflake-ml) falls back to IMAGE_PATH"
+    assert plain.loc[0, "DETECTIONS"] == plain.loc[1, "DETECTIONS"]
+    out = model.predict(pd.DataFrame({**base, "TEMPLATE": [b"not an image", None],
+                                      "TEMPLATE_PATH": ["/nowhere/a_temp.jpg", "/nowhere/b_temp.jpg"]}), conf=0.001)
+    assert not model.load_detector().needs_template
+    pd.testing.assert_frame_equal(out, plain)
 
 
 def test_packaged_model_loads_and_predicts(smoke_weights, board_jpg, tmp_path):
