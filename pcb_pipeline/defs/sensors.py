@@ -286,16 +286,25 @@ def plan_uploads(files: Iterable, cursor: UploadCursor, now: float, s: UploadSen
         except Exception:  # noqa: BLE001 - unreadable now: the template's own tick re-runs the board later
             return None
 
+    boards_of: dict[str, list] | None = None  # template path -> the boards that read it; built once, when needed
+
     def boards_to_rerun(template, md5: str) -> list[str]:
         """Boards already inferred whose template this is: each re-runs with it (a new template md5, a new run key)."""
+        nonlocal boards_of
+        if boards_of is None:
+            boards_of = {}
+            for board in listing:
+                t = None if is_template_name(board.path) else template_of(board.path)
+                if t is not None:
+                    boards_of.setdefault(t.path, []).append(board)
         rerun = []
-        for board in listing:
+        for board in boards_of.get(template.path, []):
             bkey = board.path[len(prefix):]
             bsig = [to_us(board.last_modified), int(board.size)]
             seen = cursor.seen.get(bkey)
             # inferred and unchanged since; a board that changed meanwhile is evaluated (and settled) on its own
             done = seen[:2] == bsig and seen[2] == "a" if seen else bkey in history.known_keys()
-            if not done or is_template_name(board.path) or template_of(board.path) is not template:
+            if not done:
                 continue
             if any(r.key == bkey for r in requests) or any(r.key == bkey for r, _ in batch):
                 continue  # (re)evaluated this tick already, with this template's md5
