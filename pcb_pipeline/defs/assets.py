@@ -341,6 +341,20 @@ def _champion_detector(reg, champion, confidence: float):
     return Detector(champion_weights(reg, champion), conf=confidence)
 
 
+def _champion_input_mode(st, reg, champion) -> str:
+    """The champion's input mode without loading it (for registry-side inference): train.py records it in
+    metrics.json, which lies on the stage beside the weights (models/<run id>/). A version without that record has
+    its weights downloaded (cached, champion_weights) and the stamp read, as the in-process path does."""
+    if champion.weights_uri:
+        record = str(PurePosixPath(champion.weights_uri).with_name("metrics.json"))
+        if any(f.path == record for f in st.list(record)):
+            with tempfile.TemporaryDirectory(prefix="champion-") as tmp:
+                mode = json.loads(st.get_file(record, Path(tmp) / "metrics.json").read_text()).get("input_mode")
+            if mode:
+                return check_input_mode(mode)
+    return _champion_detector(reg, champion, 0.25).input_mode
+
+
 def _board_files(st, prefix: str) -> list:
     """Board images under a stage prefix (templates, ``<id>_temp.*``, are references, not boards)."""
     return [f for f in st.list(prefix)
@@ -386,9 +400,6 @@ def _infer(context, st, wh, detector, champion, files, batch_id: str, local_dir:
     local = {f.path: st.get_file(f.path, local_dir / f"{i:05d}{Path(f.path).suffix.lower()}")
              for i, f in enumerate(files)}
     templates, template_paths = _stage_templates(st, files, local_dir) if detector.needs_template else ({}, {})
-    lines = retry_on_lock(wh.query, "SELECT board_id, factory_line_id FROM PCB_METADATA", log=context.log.info)
-    factory_lines = dict(zip(lines["board_id"], lines["factory_line_id"]))
-    model_version = f"{champion.name}/{champion.version}"
     inspected, plotted, errors = [], [], []
     for path, image, dets, error in run_batch(detector, local, templates=templates):
         if error:
@@ -400,14 +411,39 @@ def _infer(context, st, wh, detector, champion, files, batch_id: str, local_dir:
         _save_plot(st, plot_path(path), plot, local_dir)
         if len(plotted) < 4:
             plotted.append(plot)
+    return {**_rows(context, wh, champion, batch_id, inspected),
+            "errors": errors, "plotted": plotted, "backend": detector.backend, "input_mode": detector.input_mode,
+            "templates": template_paths}
+
+
+def _infer_remote(context, inf, st, wh, champion, files, batch_id: str, confidence: float, input_mode: str,
+                  local_dir: Path) -> dict:
+    """_infer's result with the champion run by the registry (`inf`: a run_batch job or a service reading the images,
+    and templates, from the stage). Only the first few inspected boards are fetched, to draw the preview."""
+    from pcb_pipeline.backends.snowflake.inference import inspected_images
+    from pcb_pipeline.vision.detector import draw_detections
+
+    predicted = inf.predict(champion, [f.path for f in files], batch_id, confidence)
+    inspected, errors = inspected_images(predicted, {f.path: f.last_modified for f in files})
+    answered = set(predicted["IMAGE_PATH"])
+    errors += [f"{f.path}: no row returned by {inf.backend}" for f in files if f.path not in answered]
+    plotted = []
+    for i, im in enumerate(inspected[:4]):  # the preview's boards only, not the batch
+        local = st.get_file(im.image_path, local_dir / f"{i:05d}{Path(im.image_path).suffix.lower()}")
+        plotted.append(draw_detections(read_image(local), im.detections))
+    return {**_rows(context, wh, champion, batch_id, inspected),
+            "errors": errors, "plotted": plotted, "backend": inf.backend, "input_mode": input_mode}
+
+
+def _rows(context, wh, champion, batch_id: str, inspected: list) -> dict:
+    """DEFECT_LOGS and BOARD_INSPECTIONS rows of the inspected images (nothing written yet)."""
+    lines = retry_on_lock(wh.query, "SELECT board_id, factory_line_id FROM PCB_METADATA", log=context.log.info)
+    factory_lines = dict(zip(lines["board_id"], lines["factory_line_id"]))
+    model_version = f"{champion.name}/{champion.version}"
     # one build_rows per batch: per image it cost ~1.3 ms of pandas (bench/RESULTS.md, "asset style")
     logs, inspections = build_rows(batch_id, inspected, factory_lines, model_version, champion.run_id,
                                    datetime.now(timezone.utc))
-    return {
-        "logs": logs, "inspections": inspections,
-        "errors": errors, "plotted": plotted, "backend": detector.backend, "model_version": model_version,
-        "input_mode": detector.input_mode, "templates": template_paths,
-    }
+    return {"logs": logs, "inspections": inspections, "model_version": model_version}
 
 
 def _store(context, wh, batch_id: str, out: dict) -> None:
@@ -425,20 +461,28 @@ def _per_class_detections(logs: pd.DataFrame) -> dict:
           retry_policy=INFERENCE_RETRY)
 def defect_logs(context: dg.AssetExecutionContext, config: InferenceConfig, stage: StageResource,
                 warehouse: WarehouseResource, registry: RegistryResource) -> dg.MaterializeResult:
-    """Batch inference with the champion over a batch of stage images into DEFECT_LOGS (re-runs replace the batch)."""
+    """Batch inference with the champion over a batch of stage images into DEFECT_LOGS (re-runs replace the batch).
+
+    In this process (weights downloaded, Detector), unless the registry runs the model itself: on Snowflake with
+    PCB_SNOWFLAKE_INFERENCE batch or service, `registry.batch_inference()` is a RegistryInference (a run_batch job on
+    the GPU pool, or a service) and only its rows come back; they are stored the same way."""
     st, reg = stage.get(), registry.get()
     wh = retry_on_lock(warehouse.get, log=context.log.info)
     champion = _require_champion(reg, registry)
-    detector = _champion_detector(reg, champion, config.confidence)
-    if config.image_prefix == HELDOUT_PREFIX and (detector.needs_template or _staged_dataset_mode(st) == REFERENCE):
+    inf = registry.batch_inference(log=context.log.info)  # None: the champion runs here
+    detector = None if inf else _champion_detector(reg, champion, config.confidence)
+    input_mode = detector.input_mode if detector else _champion_input_mode(st, reg, champion)
+    if config.image_prefix == HELDOUT_PREFIX and (input_mode == REFERENCE or _staged_dataset_mode(st) == REFERENCE):
         files, source = _heldout_raw_boards(st), f"{RAW_PREFIX} (validation groups, with templates)"
     else:
         files, source = _board_files(st, config.image_prefix), config.image_prefix
     if not files:
         raise dg.Failure(f"no images under stage prefix {source!r}", allow_retries=False)
-    out = _infer(context, st, wh, detector, champion, files, config.batch_id,
-                 scratch_dir(f"inference_{config.batch_id}"),
-                 lambda path: f"predictions/{config.batch_id}/{Path(path).stem}_pred.jpg")
+    local_dir = scratch_dir(f"inference_{config.batch_id}")
+    out = (_infer_remote(context, inf, st, wh, champion, files, config.batch_id, config.confidence, input_mode,
+                         local_dir) if inf else
+           _infer(context, st, wh, detector, champion, files, config.batch_id, local_dir,
+                  lambda path: f"predictions/{config.batch_id}/{Path(path).stem}_pred.jpg"))
     _store(context, wh, config.batch_id, out)
     golden = retry_on_lock(wh.query, GOLDEN_QUERY, log=context.log.info)
     return dg.MaterializeResult(metadata={

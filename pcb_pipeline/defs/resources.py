@@ -49,6 +49,11 @@ class RegistryResource(dg.ConfigurableResource):
     def get(self) -> ModelRegistry:
         return MLflowRegistry(self.tracking_uri, self.model_name)
 
+    def batch_inference(self, log=print) -> None:
+        """None: the local backend runs the champion in the asset's own process (the Snowflake registry resource
+        may return a registry-side RegistryInference instead)."""
+        return None
+
 
 class SearchIndexResource(dg.ConfigurableResource):
     """The local manual search: a hybrid BM25 + embedding index saved under PCB_HOME/knowledge/sop_index."""

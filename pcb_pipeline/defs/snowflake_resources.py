@@ -112,6 +112,8 @@ class SnowflakeRegistryResource(dg.ConfigurableResource):
     compute_pool: str = "PCB_GPU_POOL"
     gpu_requests: str = "1"
     build_external_access_integrations: list[str] = ["PCB_TRAINING_EAI"]
+    inference_timeout_s: float = 3600.0  # a batch job still running after this is cancelled (the asset fails)
+    inference_poll_interval_s: float = 15.0  # how often a batch job's status and logs are read
 
     def session_factory(self) -> Callable[[], AbstractContextManager]:
         return self.snowflake.create_snowpark_session
@@ -136,14 +138,16 @@ class SnowflakeRegistryResource(dg.ConfigurableResource):
             registry_factory=self.registry_factory(), mlflow_uri=settings.configure().mlflow_uri)
 
     def batch_inference(self, log: Callable[[str], None] = print):
-        """Registry-side inference (run_batch job or service), or None when inference runs in the asset ('local')."""
+        """Registry-side inference (run_batch job or service) for the defect_logs asset, or None when inference runs
+        in the asset ('local'). `log` receives the batch job's log lines (the asset passes context.log.info)."""
         if self.inference == "local":
             return None
         from pcb_pipeline.backends.snowflake.inference import InferenceConfig, RegistryInference
 
         cfg = InferenceConfig(mode=self.inference, compute_pool=self.compute_pool, gpu_requests=self.gpu_requests,
                               build_external_access_integrations=tuple(self.build_external_access_integrations),
-                              database=self.snowflake.database, schema=self.snowflake.schema_)
+                              database=self.snowflake.database, schema=self.snowflake.schema_,
+                              timeout_s=self.inference_timeout_s, poll_interval_s=self.inference_poll_interval_s)
         return RegistryInference(self.get(), self._stage(), cfg, session_factory=self.session_factory(), log=log)
 
 

@@ -10,8 +10,11 @@ Modes (PCB_SNOWFLAKE_INFERENCE):
   service  `mv.create_service(...)` once (GPU pool, image built through the external access integration), then
            `mv.run(X, function_name="predict", service_name=...)` with the image bytes in X.
   local    the asset's own path: champion weights downloaded, Detector in the Dagster process.
-Both remote modes return predict()'s rows; `write_defect_logs` turns them into table rows with the same pure
-`build_rows` the local asset uses and writes them with replace_rows (a re-run of a batch replaces it).
+Both remote modes return predict()'s rows. `inspected_images` is the one conversion of those rows into
+`InspectedImage`s (+ the rows' ERRORs); the `defect_logs` asset (pcb_pipeline.defs.assets, when
+`SnowflakeRegistryResource.batch_inference()` returns a RegistryInference) feeds them to the same `build_rows` and
+warehouse writes as its local path; `write_defect_logs` does the same outside Dagster (notebook, scripts). A re-run of
+a batch replaces it.
 Every board goes with its template (TEMPLATE / TEMPLATE_PATH), found on the stage by the Deep PCB naming
 (`deeppcb.template_candidates`: `<id>_temp.jpg`, then `.png`, beside `<id>_test.*`): a reference-aware model needs it,
 a test-image model ignores it. In batch mode TEMPLATE is a stage path turned into bytes like IMAGE (see input_rows for
@@ -87,6 +90,11 @@ class RegistryInference:
         self.session_factory = session_factory or (lambda: nullcontext(None))
         self.log = log
         self.sleep = sleep
+
+    @property
+    def backend(self) -> str:
+        """What runs the model, as the asset's metadata names it: 'snowflake run_batch' or 'snowflake service'."""
+        return {"batch": "snowflake run_batch"}.get(self.config.mode, f"snowflake {self.config.mode}")
 
     def job_name(self, batch_id: str) -> str:
         base = "".join(ch if ch.isalnum() else "_" for ch in batch_id).upper()[:40]
@@ -219,16 +227,31 @@ class RegistryInference:
         return normalise_output(out)
 
 
-def write_defect_logs(output: pd.DataFrame, batch_id: str, version: ModelVersion, warehouse: Warehouse,
-                      timestamp: datetime | None = None) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
-    """predict() rows -> DEFECT_LOGS + BOARD_INSPECTIONS (batch replaced); returns (logs, inspections, errors)."""
+def inspected_images(output: pd.DataFrame, landed: dict[str, datetime] | None = None
+                     ) -> tuple[list[InspectedImage], list[str]]:
+    """predict() rows -> (an InspectedImage per row without ERROR, the ERROR rows as 'image path: why').
+
+    `landed`: image path -> when it landed on the stage (its LIST last_modified), the inspection's timestamp as on
+    the local path; an image without one gets the batch's timestamp (build_rows)."""
     from pcb_pipeline.vision.detector import Detection
 
-    output = normalise_output(output)
-    errors = [f"{r.IMAGE_PATH}: {r.ERROR}" for r in output.itertuples() if r.ERROR]
+    output, landed = normalise_output(output), landed or {}
+    # the model's ERROR already starts with the image path (custom_model.predict); a service's own may not
+    errors = [r.ERROR if str(r.ERROR).startswith(f"{r.IMAGE_PATH}:") else f"{r.IMAGE_PATH}: {r.ERROR}"
+              for r in output.itertuples() if r.ERROR]
     images = [InspectedImage(r.IMAGE_PATH, int(r.IMAGE_WIDTH), int(r.IMAGE_HEIGHT),
-                             [Detection(**d) for d in json.loads(r.DETECTIONS or "[]")])
+                             [Detection(**d) for d in json.loads(r.DETECTIONS or "[]")],
+                             timestamp=landed.get(r.IMAGE_PATH))
               for r in output.itertuples() if not r.ERROR]
+    return images, errors
+
+
+def write_defect_logs(output: pd.DataFrame, batch_id: str, version: ModelVersion, warehouse: Warehouse,
+                      timestamp: datetime | None = None, landed: dict[str, datetime] | None = None
+                      ) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """predict() rows -> DEFECT_LOGS + BOARD_INSPECTIONS (batch replaced); returns (logs, inspections, errors).
+    Outside Dagster; the defect_logs asset writes the same rows through its own path (lock retries, metadata)."""
+    images, errors = inspected_images(output, landed)
     lines = warehouse.query("SELECT board_id, factory_line_id FROM PCB_METADATA")
     factory_lines = dict(zip(lines["board_id"], lines["factory_line_id"]))
     logs, inspections = build_rows(batch_id, images, factory_lines, f"{version.name}/{version.version}",
