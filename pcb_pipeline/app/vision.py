@@ -220,7 +220,8 @@ def pair_payloads(board: bytes, board_name: str | None, template: bytes) -> list
     base = safe_upload_name(board_name, board, "")
     base = base[: -len("_test")] if base.endswith("_test") else base
     (t_suffix, t_payload), (b_suffix, b_payload) = stored_format(template), stored_format(board)
-    return [(f"{UPLOAD_PREFIX}/{base}_temp{t_suffix}", t_payload), (f"{UPLOAD_PREFIX}/{base}_test{b_suffix}", b_payload)]
+    return [(f"{UPLOAD_PREFIX}/{base}_temp{t_suffix}", t_payload),
+            (f"{UPLOAD_PREFIX}/{base}_test{b_suffix}", b_payload)]
 
 
 def write_upload(stage, data: bytes, name: str | None, work_dir: Path | None = None,

@@ -20,8 +20,9 @@ import test_automation_support as support
 from pcb_pipeline.defs.assets import upload_defect_logs
 from pcb_pipeline.defs.jobs import upload_inference_job
 from pcb_pipeline.defs.resources import RegistryResource, StageResource, WarehouseResource
-from pcb_pipeline.defs.sensors import (CONTENT_TAG, PATH_TAG, RUN_KEY_TAG, TEMPLATE_TAG, UPLOAD_SENSOR_NAME, UploadCursor,
-                                       UploadSensorSettings, build_upload_sensor, image_signature_ok, key_problem)
+from pcb_pipeline.defs.sensors import (CONTENT_TAG, PATH_TAG, RUN_KEY_TAG, TEMPLATE_TAG, UPLOAD_SENSOR_NAME,
+                                       UploadCursor, UploadSensorSettings, build_upload_sensor, image_signature_ok,
+                                       key_problem)
 
 REPO = Path(__file__).resolve().parents[2]
 OLD = time.time() - 600  # back-dated uploads are settled at once
