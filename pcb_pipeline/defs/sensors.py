@@ -19,7 +19,11 @@ Each tick lists the stage's `uploads/` folder (a directory locally, LIST on a Sn
   content at a known path (a re-upload) gets a new run key and re-runs its partition, which replaces its rows.
 - a template, `<id>_temp.*` (the golden board a reference-aware model compares `<id>_test.*` with), is never a
   partition of its own. A board's run key carries its template's md5 (`<path>@<md5>+template@<md5>`), so a
-  template that lands (or changes) after its board re-runs that board, now with its reference.
+  template that lands (or changes) after its board re-runs that board, now with its reference (a board that cannot
+  be read then keeps the template pending: retried next tick). The runs' `pcb/template_file` tag (path, last_modified,
+  size) is the durable record that a template was read, so templates behind the lookback window are not read again.
+  A board beside a template is inspected as a pair: the same board bytes elsewhere are not its duplicate.
+  Reverting a template to an earlier version, or deleting it, re-runs nothing (a run key never runs twice).
 
 The durable state is Dagster's: the dynamic partitions and the runs' tags (`dagster/run_key`, `pcb/content_md5`); the
 cursor only avoids re-reading files. Uploads wait (the cursor does not move) while there is no champion model.
@@ -63,6 +67,7 @@ PARTITION_TAG = "dagster/partition"
 CONTENT_TAG = "pcb/content_md5"
 PATH_TAG = "pcb/upload_path"
 TEMPLATE_TAG = "pcb/template_md5"
+TEMPLATE_FILE_TAG = "pcb/template_file"  # file_version of the template a run read
 TEMP_SUFFIXES = (".part", ".partial", ".tmp", ".temp", ".crdownload", ".filepart", ".download", ".upload", "~",
                  ".swp")
 MAX_UPLOAD_BYTES = 64 * 1024 * 1024
@@ -121,7 +126,8 @@ def to_us(ts: datetime) -> int:
 @dataclass
 class UploadCursor:
     wm: tuple[int, str] | None = None  # high-water mark over handled files, in (last_modified, path) order
-    seen: dict[str, list] = field(default_factory=dict)  # key -> [last_modified_us, size, "a" accepted | "r" rejected]
+    # key -> [last_modified_us, size, "a" accepted | "r" rejected | "t" a template that boards read]
+    seen: dict[str, list] = field(default_factory=dict)
     pending: dict[str, list] = field(default_factory=dict)  # key -> [last_modified_us, size] of files still settling
 
     @classmethod
@@ -149,6 +155,8 @@ class UploadHistory(Protocol):
 
     def content_owners(self, md5s: list[str]) -> dict[str, str]: ...
 
+    def template_files_read(self, versions: list[str]) -> set[str]: ...
+
 
 class DagsterUploadHistory:
     def __init__(self, instance, partitions_name: str = UPLOAD_PARTITIONS.name):
@@ -173,6 +181,13 @@ class DagsterUploadHistory:
         runs = self.instance.get_runs(filters=dg.RunsFilter(tags={CONTENT_TAG: list(md5s)}))
         return {r.tags[CONTENT_TAG]: r.tags.get(PATH_TAG, "?") for r in sorted(runs, key=lambda r: r.run_id)}
 
+    def template_files_read(self, versions: list[str]) -> set[str]:
+        """Which template file versions (``file_version``) some run already read (tag pcb/template_file)."""
+        if not versions:
+            return set()
+        runs = self.instance.get_runs(filters=dg.RunsFilter(tags={TEMPLATE_FILE_TAG: list(versions)}))
+        return {r.tags[TEMPLATE_FILE_TAG] for r in runs if TEMPLATE_FILE_TAG in r.tags}
+
 
 @dataclass(frozen=True)
 class UploadRequest:
@@ -180,6 +195,7 @@ class UploadRequest:
     path: str  # stage path
     md5: str
     template_md5: str | None = None  # the board's template (<id>_temp.*) beside it, when there is one
+    template_file: str | None = None  # that template's file_version: durable proof it was read (run tag)
 
     @property
     def run_key(self) -> str:
@@ -208,6 +224,11 @@ class UploadPlan:
         shown = "; ".join(f"{r.path}: {r.reason}" for r in self.reports if r.status != "unchanged")
         head = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no new uploads"
         return f"{len(self.requests)} run(s) requested; {head}" + (f" — {shown[:1500]}" if shown else "")
+
+
+def file_version(f) -> str:
+    """`<stage path>@<last_modified us>:<size>`: which version of a listed file (no need to read it)."""
+    return f"{f.path}@{to_us(f.last_modified)}:{int(f.size)}"
 
 
 def _is_temporary_name(name: str) -> bool:
@@ -260,7 +281,9 @@ def plan_uploads(files: Iterable, cursor: UploadCursor, now: float, s: UploadSen
         existing = history.existing_run_keys([r.run_key for r, _ in batch])
         owners = history.content_owners(sorted({r.md5 for r, _ in batch}))
         for req, sig in batch:
-            owner = tick_md5.get(req.md5) or owners.get(req.md5)
+            # a board with a template is inspected as a pair: the same board bytes beside another template (or none)
+            # are another inspection, not a duplicate
+            owner = None if req.template_md5 else tick_md5.get(req.md5) or owners.get(req.md5)
             if req.run_key in existing or req.run_key in tick_keys:
                 reports.append(UploadReport(req.path, "unchanged", "this content already ran for this file"))
                 handled(req.key, sig, "a")
@@ -270,7 +293,8 @@ def plan_uploads(files: Iterable, cursor: UploadCursor, now: float, s: UploadSen
             else:
                 requests.append(req)
                 tick_keys.add(req.run_key)
-                tick_md5[req.md5] = req.path
+                if not req.template_md5:
+                    tick_md5[req.md5] = req.path
                 handled(req.key, sig, "a")
         batch.clear()
 
@@ -279,17 +303,10 @@ def plan_uploads(files: Iterable, cursor: UploadCursor, now: float, s: UploadSen
         return next((by_path[str(c)] for c in template_candidates(PurePosixPath(board_path)) if str(c) in by_path),
                     None)
 
-    def template_md5(board_path: str) -> str | None:
-        t = template_of(board_path)
-        try:
-            return hashlib.md5(read_bytes(t)).hexdigest() if t else None
-        except Exception:  # noqa: BLE001 - unreadable now: the template's own tick re-runs the board later
-            return None
-
     boards_of: dict[str, list] | None = None  # template path -> the boards that read it; built once, when needed
+    read_before: set[str] | None = None  # file_versions of templates behind the window that a run already read
 
-    def boards_to_rerun(template, md5: str) -> list[str]:
-        """Boards already inferred whose template this is: each re-runs with it (a new template md5, a new run key)."""
+    def boards_reading(template_path: str) -> list:
         nonlocal boards_of
         if boards_of is None:
             boards_of = {}
@@ -297,8 +314,24 @@ def plan_uploads(files: Iterable, cursor: UploadCursor, now: float, s: UploadSen
                 t = None if is_template_name(board.path) else template_of(board.path)
                 if t is not None:
                     boards_of.setdefault(t.path, []).append(board)
-        rerun = []
-        for board in boards_of.get(template.path, []):
+        return boards_of.get(template_path, [])
+
+    def template_read_before(f) -> bool:
+        """A template with no cursor entry, behind the window (or after a cursor reset), that a run already read:
+        handled long ago. One history query per tick for all of them, and no file is read."""
+        nonlocal read_before
+        if read_before is None:
+            old = [file_version(t) for t in listing if is_template_name(t.path)
+                   and t.path[len(prefix):] not in cursor.seen
+                   and (horizon is None or to_us(t.last_modified) < horizon)]
+            read_before = history.template_files_read(old)
+        return file_version(f) in read_before
+
+    def boards_to_rerun(template, md5: str) -> tuple[list[str], list[str]]:
+        """Boards already inferred whose template this is: each re-runs with it (a new template md5, a new run key).
+        Returns (re-run, could not be read)."""
+        rerun, failed = [], []
+        for board in boards_reading(template.path):
             bkey = board.path[len(prefix):]
             bsig = [to_us(board.last_modified), int(board.size)]
             seen = cursor.seen.get(bkey)
@@ -310,12 +343,14 @@ def plan_uploads(files: Iterable, cursor: UploadCursor, now: float, s: UploadSen
                 continue  # (re)evaluated this tick already, with this template's md5
             try:
                 data = read_bytes(board)
-            except Exception as e:  # noqa: BLE001 - reported; the next template change or re-upload retries
+            except Exception as e:  # noqa: BLE001 - reported; the template is looked at again next tick
                 reports.append(UploadReport(board.path, "error", f"could not be read for its new template ({e})"))
+                failed.append(board.path)
                 continue
-            batch.append((UploadRequest(bkey, board.path, hashlib.md5(data).hexdigest(), md5), bsig))
+            batch.append((UploadRequest(bkey, board.path, hashlib.md5(data).hexdigest(), md5,
+                                        file_version(template)), bsig))
             rerun.append(board.path)
-        return rerun
+        return rerun, failed
 
     for f in listing:
         if len(requests) + len(batch) >= s.max_runs_per_tick or time.monotonic() - started > s.tick_budget_s:
@@ -327,7 +362,8 @@ def plan_uploads(files: Iterable, cursor: UploadCursor, now: float, s: UploadSen
         prev = cursor.seen.get(key)
         if prev and prev[:2] == sig:
             continue
-        if prev is None and (horizon is None or us < horizon) and key in history.known_keys():
+        if prev is None and (horizon is None or us < horizon) and (
+                key in history.known_keys() or (is_template_name(key) and template_read_before(f))):
             handled(key, sig, None)  # processed before the cursor's window (or before a cursor reset)
             continue
         late = prev is None and horizon is not None and us < horizon
@@ -383,12 +419,24 @@ def plan_uploads(files: Iterable, cursor: UploadCursor, now: float, s: UploadSen
             reject("not an image: the content is not JPEG, PNG, BMP, TIFF or WebP")
             continue
         if is_template_name(name):  # read by the inference of <id>_test.* beside it, never inspected itself
-            rerun = boards_to_rerun(f, hashlib.md5(data).hexdigest())
+            rerun, failed = boards_to_rerun(f, hashlib.md5(data).hexdigest())
+            readers = boards_reading(f.path)
             reports.append(UploadReport(f.path, "template", TEMPLATE_REASON + (
-                f"; re-inspecting {', '.join(rerun)} with it" if rerun else "")))
-            handled(key, sig, "r")  # remembered like a rejected file: never a partition of its own
+                f"; re-inspecting {', '.join(rerun)} with it" if rerun else "" if readers else
+                "; no board beside it reads it yet (boards read <id>_temp.jpg or .png beside <id>_test.*)")))
+            if failed:
+                new.pending[key] = sig  # not handled: the boards that could not be read are retried next tick
+            else:  # with boards: tracked like an accepted file (a run's tag remembers it); without: like a rejected
+                handled(key, sig, "t" if readers else "r")
         else:
-            batch.append((UploadRequest(key, f.path, hashlib.md5(data).hexdigest(), template_md5(f.path)), sig))
+            template = template_of(f.path)
+            try:
+                t_md5 = hashlib.md5(read_bytes(template)).hexdigest() if template else None
+            except Exception as e:  # noqa: BLE001 - inspected with its template or not at all: next tick
+                wait(f"its template {template.path} could not be read yet ({type(e).__name__})")
+                continue
+            batch.append((UploadRequest(key, f.path, hashlib.md5(data).hexdigest(), t_md5,
+                                        file_version(template) if template else None), sig))
         if len(requests) + len(batch) >= s.max_runs_per_tick:
             flush()
     flush()
@@ -431,7 +479,7 @@ def build_upload_sensor(s: UploadSensorSettings | None = None, name: str = UPLOA
     @dg.sensor(name=name, job=job, minimum_interval_seconds=s.interval_s,
                default_status=dg.DefaultSensorStatus.RUNNING if s.running else dg.DefaultSensorStatus.STOPPED,
                description=f"new images under the stage's {UPLOAD_PREFIX}/ folder -> one upload_defect_logs "
-                           "partition each (run key = path@md5: never twice)")
+                           "partition each (run key = path@md5[+template@md5]: never twice)")
     def upload_sensor(context: dg.SensorEvaluationContext, stage: StageResource, registry: RegistryResource):
         try:
             cursor = UploadCursor.loads(context.cursor)
@@ -461,7 +509,8 @@ def build_upload_sensor(s: UploadSensorSettings | None = None, name: str = UPLOA
                                      "they run once registered_model promotes one")
         run_requests = [dg.RunRequest(run_key=r.run_key, partition_key=r.key,
                                       tags={CONTENT_TAG: r.md5, PATH_TAG: r.path,
-                                            **({TEMPLATE_TAG: r.template_md5} if r.template_md5 else {})})
+                                            **({TEMPLATE_TAG: r.template_md5, TEMPLATE_FILE_TAG: r.template_file}
+                                               if r.template_md5 else {})})
                         for r in plan.requests]
         return dg.SensorResult(
             run_requests=run_requests,

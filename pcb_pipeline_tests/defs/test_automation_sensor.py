@@ -213,6 +213,67 @@ def test_a_template_that_lands_after_its_board_re_runs_the_board(world, instance
     assert d.tick()[0] == [] and len(d.launched) == 4
 
 
+def test_templates_behind_the_window_are_not_read_again(world, instance):
+    """Their cursor entries are pruned like accepted files; the runs' pcb/template_file tags say they were read."""
+    from pcb_pipeline.defs.sensors import DagsterUploadHistory, plan_uploads
+
+    s = UploadSensorSettings(settle_s=0.0, stable_s=0.0, lookback_s=60, interval_s=1, max_rejected_remembered=1)
+    d = Daemon(instance, world.stage_root, s)
+    for i in range(3):
+        world.upload(f"old/{i}_test.jpg", support.jpeg_bytes(50 + i), OLD)
+        world.upload(f"old/{i}_temp.jpg", support.jpeg_bytes(60 + i), OLD + 1)
+    assert all("+template@" in r.run_key for r in d.tick()[0]) and len(d.launched) == 3
+    world.upload("new.jpg", support.jpeg_bytes(70), time.time() - 5)  # moves the window past the old pairs
+    assert [r.partition_key for r in d.tick()[0]] == ["new.jpg"]
+    cursor = UploadCursor.loads(d.cursor)
+    assert not [k for k in cursor.seen if "old/" in k], "pruned from the cursor"
+    reads = []
+    stage = world.stage()
+
+    def reader(f):
+        reads.append(f.path)
+        return stage.path(f.path).read_bytes()
+
+    plan = plan_uploads(stage.list("uploads"), cursor, time.time(), s, DagsterUploadHistory(instance), reader)
+    assert plan.requests == [] and reads == []
+
+
+def test_a_board_unreadable_when_its_template_lands_is_retried(world, instance, monkeypatch):
+    from pcb_pipeline.defs import sensors
+
+    d = Daemon(instance, world.stage_root, SETTLED)
+    world.upload("r/1_test.jpg", support.jpeg_bytes(80), OLD)
+    assert len(d.tick()[0]) == 1
+    world.upload("r/1_temp.jpg", support.jpeg_bytes(81), OLD + 10)
+    stage_reader = sensors.stage_reader
+    failing = {"uploads/r/1_test.jpg"}
+
+    def flaky(st):
+        read = stage_reader(st)
+
+        def reader(f):
+            if f.path in failing:
+                failing.discard(f.path)
+                raise OSError("stage GET failed")
+            return read(f)
+        return reader
+
+    monkeypatch.setattr(sensors, "stage_reader", flaky)
+    new, data = d.tick()
+    assert new == [] and "1_test.jpg: could not be read for its new template" in data.skip_message
+    assert [r.run_key.split("+")[1] for r in d.tick()[0]] == [
+        f"template@{__import__('hashlib').md5(support.jpeg_bytes(81)).hexdigest()}"]
+
+
+def test_the_same_board_bytes_beside_a_template_are_not_a_duplicate(world, instance):
+    d = Daemon(instance, world.stage_root, SETTLED)
+    world.upload("x.jpg", support.jpeg_bytes(90), OLD)
+    assert len(d.tick()[0]) == 1
+    world.upload("sha_x_temp.jpg", support.jpeg_bytes(91), OLD + 5)  # e.g. the Vision Lab saving it as a pair
+    world.upload("sha_x_test.jpg", support.jpeg_bytes(90), OLD + 6)
+    assert [r.partition_key for r in d.tick()[0]] == ["sha_x_test.jpg"]
+
+
 def test_restart_stale_cursor_reset_and_corrupt_cursor_never_repeat_a_run(world, instance):
     d = Daemon(instance, world.stage_root, SETTLED)
     for i in range(5):
