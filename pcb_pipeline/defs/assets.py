@@ -432,7 +432,7 @@ def _infer_remote(context, inf, st, wh, champion, files, batch_id: str, confiden
         local = st.get_file(im.image_path, local_dir / f"{i:05d}{Path(im.image_path).suffix.lower()}")
         plotted.append(draw_detections(read_image(local), im.detections))
     return {**_rows(context, wh, champion, batch_id, inspected),
-            "errors": errors, "plotted": plotted, "backend": inf.backend, "input_mode": input_mode}
+            "errors": errors, "plotted": plotted, "backend": inf.backend, "input_mode": input_mode, "templates": {}}
 
 
 def _rows(context, wh, champion, batch_id: str, inspected: list) -> dict:
@@ -483,6 +483,10 @@ def defect_logs(context: dg.AssetExecutionContext, config: InferenceConfig, stag
                          local_dir) if inf else
            _infer(context, st, wh, detector, champion, files, config.batch_id, local_dir,
                   lambda path: f"predictions/{config.batch_id}/{Path(path).stem}_pred.jpg"))
+    if out["errors"] and not len(out["inspections"]):  # storing nothing would wipe the batch's earlier rows
+        raise dg.Failure(f"no board of {len(files)} could be inspected, the batch's rows are kept as they were; "
+                         f"first error: {out['errors'][0]}", allow_retries=False,
+                         metadata={"unreadable_images": dg.MetadataValue.json(out["errors"][:50])})
     _store(context, wh, config.batch_id, out)
     golden = retry_on_lock(wh.query, GOLDEN_QUERY, log=context.log.info)
     return dg.MaterializeResult(metadata={

@@ -104,6 +104,29 @@ def test_templates_under_an_inference_prefix_are_not_boards(reference_world):
     assert len(paths) > 0 and all(p.endswith("_test.jpg") for p in paths)
 
 
+def test_a_batch_where_no_board_can_be_inspected_fails_and_keeps_its_rows(reference_world):
+    w, _ = reference_world
+    val_groups = yaml.safe_load((w.stage_root / DATASET_PREFIX / "groups.yaml").read_text())["val"]
+    prefix = f"{RAW_PREFIX}/PCBData/{val_groups[-1]}"
+    cfg = {"ops": {"defect_logs": {"config": {"image_prefix": prefix, "batch_id": "kept", "confidence": 0.001}}}}
+    count = "SELECT COUNT(*) AS n FROM BOARD_INSPECTIONS WHERE batch_id = 'kept'"
+    assert dg.materialize([defect_logs], resources=w.resources(min_map50=0.0), run_config=cfg).success
+    before = w.warehouse().query(count)["n"][0]
+    templates = list((w.stage_root / prefix).rglob("*_temp.*"))
+    for t in templates:  # every board of the batch loses its template
+        t.rename(t.with_name(t.name + ".away"))
+    try:
+        res = dg.materialize([defect_logs], resources=w.resources(min_map50=0.0), run_config=cfg,
+                             raise_on_error=False)
+    finally:
+        for t in templates:
+            t.with_name(t.name + ".away").rename(t)
+    assert not res.success and before > 0
+    failure = next(e for e in res.all_events if e.is_step_failure)
+    assert "could be inspected, the batch's rows are kept" in str(failure.event_specific_data.error)
+    assert w.warehouse().query(count)["n"][0] == before
+
+
 def test_an_upload_runs_once_its_template_is_beside_it(reference_world):
     """The upload partition with a reference champion: without a template the run fails saying so and stores
     nothing; once the template lands beside the board (the sensor then re-requests it), the board is logged."""

@@ -112,6 +112,7 @@ class PCBDefectDetectorModel(custom_model.CustomModel):
         from pcb_pipeline.core.images import BadImageError
         from pcb_pipeline.core.reference import TemplateError
 
+        detector = self.load_detector()  # outside the rows' try: a model that cannot load fails the job, loudly
         rows = []
         for i, rec in enumerate(input_df.to_dict("records")):
             path = str(_get(rec, "IMAGE_PATH") or "")
@@ -123,7 +124,6 @@ class PCBDefectDetectorModel(custom_model.CustomModel):
                 image = _read(_get(rec, "IMAGE"), path, name)
                 if image is None:
                     raise BadImageError(f"row {i}: neither IMAGE nor IMAGE_PATH given")
-                detector = self.load_detector()
                 kwargs = {}
                 if detector.needs_template:  # None without one: the detector raises MissingTemplateError
                     kwargs["templates"] = [_read(_get(rec, "TEMPLATE"), str(_get(rec, "TEMPLATE_PATH") or ""),

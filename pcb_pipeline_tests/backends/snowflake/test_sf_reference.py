@@ -178,3 +178,12 @@ def test_service_mode_sends_template_bytes(stage, reference_weights, samples, mi
     assert out.loc[0, "ERROR"] == "" and json.loads(out.loc[0, "DETECTIONS"]) == _expected(reference_weights,
                                                                                            samples[1])
     assert out.loc[1, "ERROR"] == f"{C}: {missing_template_text}"
+
+
+def test_a_model_that_cannot_load_fails_the_whole_job(tmp_path):
+    """Not an ERROR on every row of a job that ends DONE (the asset would then see nothing inspected)."""
+    broken = tmp_path / "best.pt"
+    broken.write_bytes(b"not a checkpoint")
+    model = PCBDefectDetectorModel(model_context(broken))
+    with pytest.raises(Exception):  # noqa: B017 - whatever torch raises for a corrupt checkpoint
+        model.predict(pd.DataFrame({"IMAGE": [None], "IMAGE_PATH": ["x_test.jpg"], "BOARD_ID": ["x"]}))
