@@ -71,8 +71,8 @@ def main() -> int:
     env = {**os.environ, "PCB_HOME": str(args.work / "home")}
     summary: dict = {"date": str(date.today()), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
                      "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]), "imgsz": args.imgsz,
-                     "epochs": args.epochs, "batch": args.batch,
-                     "init": str(args.init) if args.init else "yolo12n.yaml", "train_pairs": len(train), "val_pairs": len(val),
+                     "epochs": args.epochs, "batch": args.batch, "init": str(args.init) if args.init else "yolo12n.yaml",
+                     "train_pairs": len(train), "val_pairs": len(val),
                      "val_groups": sorted({s.group for s in val}), "variants": {}}
     previous = args.out / "summary.json"
     if previous.is_file():  # a run of one mode keeps the other mode's figures

@@ -118,7 +118,7 @@ def _template_upload(current: dict) -> None:
     on_stage = board is not None and board.template_path
     f = st.file_uploader("Its template: the same board without defects" + (" (optional: the stage has one)"
                                                                            if on_stage else ""),
-                         key="lab_template_upload",
+                         key=f"lab_template_upload_{vision.sha256(current['data'])[:12]}",  # one per board
                          help="The champion compares the board with its defect-free template (golden board). "
                               "Both are saved to the stage's uploads/ folder as <id>_test / <id>_temp.")
     if f is not None:
@@ -128,16 +128,18 @@ def _template_upload(current: dict) -> None:
 def _save_upload(current: dict, insp: vision.Inspection) -> None:
     """The upload (and the template it was compared with, if any) to uploads/, once per content."""
     template = current.get("template_used")
-    key = (insp.sha256, vision.sha256(template[1]) if template else None)
-    saved = st.session_state.setdefault("lab_uploaded", {})
-    if key not in saved:
-        try:
-            saved[key] = vision.write_upload(ui.get_stage(), current["data"], current["name"],
-                                             settings.paths().work, template=template[1] if template else None)
+    template_sha = vision.sha256(template[1]) if template else None
+    saved = st.session_state.setdefault("lab_uploaded", {})  # board sha -> (stage path, template sha written)
+    if insp.sha256 not in saved or saved[insp.sha256][1] != template_sha:
+        try:  # a board saved with another template is written again: the stage holds what the page shows
+            saved[insp.sha256] = (vision.write_upload(ui.get_stage(), current["data"], current["name"],
+                                                      settings.paths().work,
+                                                      template=template[1] if template else None), template_sha)
         except Exception as e:  # noqa: BLE001 - the inspection is still shown
             st.warning(f"The upload could not be saved to the stage: {type(e).__name__}: {e}")
             return
-    st.caption(f"Saved to the stage as `{saved[key]}`" + (" with its template beside it" if template else "")
+    st.caption(f"Saved to the stage as `{saved[insp.sha256][0]}`" + (" with its template beside it" if template
+                                                                    else "")
                + ": the inference sensor logs it to DEFECT_LOGS.")
 
 

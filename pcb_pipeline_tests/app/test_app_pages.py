@@ -193,16 +193,28 @@ def test_a_reference_champion_reads_the_stage_template_or_says_why_not(use_app_h
     base = vision.safe_upload_name("unknown_board.png", unknown, "")
     assert not (stage / f"{base}_test.png").exists(), "nothing is saved before it can be inspected"
     # a template that is not an image: said as the template's problem
-    at.file_uploader(key="lab_template_upload").set_value(("golden.png", b"not an image", "image/png")).run()
+    template_uploader = f"lab_template_upload_{vision.sha256(unknown)[:12]}"  # one per board
+    at.file_uploader(key=template_uploader).set_value(("golden.png", b"not an image", "image/png")).run()
     assert not at.exception and any("the template golden.png: not an image" in e.value for e in at.error)
     # its template uploaded beside it: compared with it, and both saved as a pair the inference sensor reads together
     seen.clear()
     template = _img("RGB", fmt="BMP")  # any readable format; stored as PNG
-    at.file_uploader(key="lab_template_upload").set_value(("golden.bmp", template, "image/bmp")).run()
+    at.file_uploader(key=template_uploader).set_value(("golden.bmp", template, "image/bmp")).run()
     assert not at.exception and not at.error and seen == [(640, 640, 3)]
     assert (stage / f"{base}_test.png").read_bytes() == unknown
     assert Image.open(stage / f"{base}_temp.png").format == "PNG"
     assert any(f"uploads/{base}_test.png` with its template" in c for c in texts(at, "caption"))
+    # a corrected template: compared again, and the pair on the stage follows it
+    fixed = _img("L", fmt="PNG")
+    at.file_uploader(key=template_uploader).set_value(("golden2.png", fixed, "image/png")).run()
+    assert not at.exception and not at.error and (stage / f"{base}_temp.png").read_bytes() == fixed
+    at.file_uploader(key=template_uploader).set_value(("golden.bmp", template, "image/bmp")).run()  # and back
+    assert (stage / f"{base}_temp.png").read_bytes() == vision.stored_format(template)[1]
+    # another board: the first board's template is not carried over to it
+    other = _img("RGB", size=(640, 640), fmt="PNG")
+    at.file_uploader(key="lab_upload").set_value(("other_board.png", other, "image/png")).run()
+    assert not at.exception
+    assert any("upload its template below" in e.value for e in at.error)
     # an upload named like a stage board: compared with that board's template, and saved with a copy of it
     at = page(VISION_LAB)
     raw = board_files[1].read_bytes()

@@ -127,7 +127,6 @@ def test_write_upload_to_the_stage(tmp_path):
     assert [f.path for f in stage.list("uploads")] == sorted([path, p2])
 
 
-
 def test_a_board_and_its_template_are_saved_as_a_pair_the_sensor_reads_together(tmp_path):
     from pathlib import PurePosixPath
 
@@ -143,6 +142,7 @@ def test_a_board_and_its_template_are_saved_as_a_pair_the_sensor_reads_together(
     assert template in {str(t) for t in template_candidates(PurePosixPath(path))}  # where the sensor looks
     other = vision.write_upload(stage, jpg, "scan.jpg", tmp_path, template=golden)
     assert other.endswith("_scan_test.jpg") and len(stage.list("uploads")) == 4
+
 
 LISTING = [
     "raw/deeppcb/PCBData/trainval.txt",
