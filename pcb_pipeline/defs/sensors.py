@@ -335,8 +335,10 @@ def plan_uploads(files: Iterable, cursor: UploadCursor, now: float, s: UploadSen
             bkey = board.path[len(prefix):]
             bsig = [to_us(board.last_modified), int(board.size)]
             seen = cursor.seen.get(bkey)
-            # inferred and unchanged since; a board that changed meanwhile is evaluated (and settled) on its own
-            done = seen[:2] == bsig and seen[2] == "a" if seen else bkey in history.known_keys()
+            # inferred and unchanged since; a board that changed meanwhile is evaluated (and settled) on its own, and
+            # one known only from the partitions must be old enough not to be mid-rewrite
+            done = (seen[:2] == bsig and seen[2] == "a" if seen else
+                    bkey in history.known_keys() and now - bsig[0] / 1e6 >= max(s.settle_s, s.stable_s))
             if not done:
                 continue
             if any(r.key == bkey for r in requests) or any(r.key == bkey for r, _ in batch):
