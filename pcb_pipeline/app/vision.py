@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from pcb_pipeline.core.deeppcb import Box, DeepPCBFormatError, read_labels, template_candidates
+from pcb_pipeline.core.deeppcb import Box, DeepPCBFormatError, listed_template, read_labels
 from pcb_pipeline.core.images import MAX_PIXELS, BadImageError, decode_image
 from pcb_pipeline.vision.detector import Detection, draw_detections
 
@@ -262,7 +262,7 @@ def boards_from_listing(paths: list[str], prefix: str = RAW_PREFIX) -> list[Stag
         if not m:
             continue
         label = f"{m['group']}/{m['g']}_not/{m['id']}.txt"
-        template = next((str(t) for t in template_candidates(PurePosixPath(r)) if str(t) in rel), None)
+        template = listed_template(r, rel)
         boards.append(StageBoard(m["id"], m["group"], prefix + r, prefix + label if label in rel else None,
                                  prefix + template if template else None))
     return sorted(boards, key=lambda b: (b.board_id, b.group))

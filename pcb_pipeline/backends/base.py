@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable, Protocol, runtime_checkable
 
 import pandas as pd
@@ -102,6 +102,18 @@ class ModelRegistry(Protocol):
     def promote_if_better(self, candidate: ModelVersion, min_map50: float) -> PromotionDecision: ...
 
     def download_weights(self, version: ModelVersion, dest_dir: Path) -> Path: ...
+
+
+def stage_templates(stage: Stage, board_paths: Iterable[str]) -> dict[str, str]:
+    """Board stage path -> its template's stage path (``deeppcb.listed_template``); boards without one are absent.
+    One LIST per folder holding boards named ``<id>_test.*``, none otherwise."""
+    from pcb_pipeline.core.deeppcb import listed_template, template_candidates
+
+    boards = [p for p in board_paths if template_candidates(PurePosixPath(p))]
+    folders = sorted({str(PurePosixPath(p).parent) for p in boards})
+    on_stage = {f.path for d in folders for f in stage.list("" if d == "." else d)}
+    found = {p: listed_template(p, on_stage) for p in boards}
+    return {p: t for p, t in found.items() if t}
 
 
 def batched(items: Iterable, size: int):

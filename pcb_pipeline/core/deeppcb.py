@@ -7,7 +7,7 @@ Label lines: `x1 y1 x2 y2 type`, space separated, pixel corners, type 1..6. An e
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path, PurePath
+from pathlib import Path, PurePath, PurePosixPath
 
 from .classes import UnknownClassError, class_id_from_deeppcb_type
 
@@ -71,6 +71,12 @@ def template_candidates(test_image: PurePath) -> list[PurePath]:
         return []
     base = test_image.stem[: -len("_test")] + "_temp"
     return [test_image.with_name(base + ".jpg"), test_image.with_name(base + ".png")]
+
+
+def listed_template(test_image: str | PurePath, listed) -> str | None:
+    """The template a test image's inference reads, among `listed` paths (a set of strings: a stage listing, an
+    upload folder): the first of ``template_candidates`` that is there, or None."""
+    return next((str(c) for c in template_candidates(PurePosixPath(str(test_image))) if str(c) in listed), None)
 
 
 def template_beside(test_image: Path) -> Path | None:

@@ -13,7 +13,7 @@ import pandas as pd
 import yaml
 
 from pcb_pipeline import settings
-from pcb_pipeline.backends.base import TrainingRequest, TrainingResult
+from pcb_pipeline.backends.base import TrainingRequest, TrainingResult, stage_templates
 from pcb_pipeline.core import deeppcb, synthetic, yolo_format
 from pcb_pipeline.core.classes import CLASS_NAMES
 from pcb_pipeline.core.defect_logs import InspectedImage, board_id_from_path, build_rows
@@ -378,16 +378,11 @@ def _heldout_raw_boards(st) -> list:
 
 
 def _stage_templates(st, files, local_dir: Path) -> tuple[dict[str, Path], dict[str, str]]:
-    """Each board's template from the stage (Deep PCB naming, ``deeppcb.template_candidates``), downloaded:
+    """Each board's template from the stage (Deep PCB naming, ``backends.base.stage_templates``), downloaded:
     (board stage path -> local template, board stage path -> template stage path). Boards without one are absent."""
-    folders = {str(PurePosixPath(f.path).parent) for f in files}
-    on_stage = {x.path for d in folders for x in st.list(d)}
-    local, where = {}, {}
-    for i, f in enumerate(files):
-        found = next((str(c) for c in deeppcb.template_candidates(PurePosixPath(f.path)) if str(c) in on_stage), None)
-        if found:
-            where[f.path] = found
-            local[f.path] = st.get_file(found, local_dir / f"{i:05d}_temp{PurePosixPath(found).suffix.lower()}")
+    where = stage_templates(st, [f.path for f in files])
+    local = {f.path: st.get_file(t, local_dir / f"{i:05d}_temp{PurePosixPath(t).suffix.lower()}")
+             for i, f in enumerate(files) if (t := where.get(f.path))}
     return local, where
 
 

@@ -56,7 +56,7 @@ from typing import Callable, Iterable, Mapping, Protocol
 import dagster as dg
 
 from pcb_pipeline import settings
-from pcb_pipeline.core.deeppcb import is_template_name, template_candidates
+from pcb_pipeline.core.deeppcb import is_template_name, listed_template
 from pcb_pipeline.defs.assets import IMAGE_FILE_SUFFIXES, UPLOAD_PARTITIONS, UPLOAD_PREFIX, upload_stage_path
 from pcb_pipeline.defs.jobs import upload_inference_job
 from pcb_pipeline.defs.resources import RegistryResource, StageResource
@@ -300,8 +300,8 @@ def plan_uploads(files: Iterable, cursor: UploadCursor, now: float, s: UploadSen
 
     def template_of(board_path: str):
         """The listed template a board's inference will read (deeppcb.template_candidates order), or None."""
-        return next((by_path[str(c)] for c in template_candidates(PurePosixPath(board_path)) if str(c) in by_path),
-                    None)
+        path = listed_template(board_path, by_path)
+        return by_path[path] if path else None
 
     boards_of: dict[str, list] | None = None  # template path -> the boards that read it; built once, when needed
     read_before: set[str] | None = None  # file_versions of templates behind the window that a run already read

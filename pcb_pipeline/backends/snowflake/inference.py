@@ -33,8 +33,7 @@ from typing import Callable
 
 import pandas as pd
 
-from pcb_pipeline.backends.base import ModelVersion, Warehouse
-from pcb_pipeline.core.deeppcb import template_candidates
+from pcb_pipeline.backends.base import ModelVersion, Warehouse, stage_templates
 from pcb_pipeline.core.defect_logs import InspectedImage, board_id_from_path, build_rows
 
 from .custom_model import INPUT_COLUMNS, NO_TEMPLATE, OUTPUT_COLUMNS
@@ -61,11 +60,6 @@ class InferenceConfig:
 
 NO_TEMPLATE_FILE = "no_template.txt"  # under output_prefix: the NO_TEMPLATE placeholder (see input_rows)
 _TEMPLATE = INPUT_COLUMNS.index("TEMPLATE")
-
-
-def _folder(stage_path: str) -> str:
-    parent = str(PurePosixPath(stage_path).parent)
-    return "" if parent == "." else parent
 
 
 def _column(frame: pd.DataFrame, name: str) -> pd.Series:
@@ -104,13 +98,8 @@ class RegistryInference:
         return name
 
     def stage_templates(self, image_paths: list[str]) -> dict[str, str]:
-        """Board stage path -> its template's stage path (first of ``template_candidates`` that is on the stage);
-        boards without one are absent. One LIST per folder holding boards named ``<id>_test.*``, none otherwise."""
-        candidates = {p: [str(c) for c in template_candidates(PurePosixPath(p))] for p in image_paths}
-        folders = sorted({_folder(p) for p, c in candidates.items() if c})
-        on_stage = {f.path for d in folders for f in self.stage.list(d)}
-        found = {p: next((c for c in cs if c in on_stage), None) for p, cs in candidates.items()}
-        return {p: t for p, t in found.items() if t}
+        """Board stage path -> its template's stage path (``backends.base.stage_templates``)."""
+        return stage_templates(self.stage, image_paths)
 
     def input_rows(self, image_paths: list[str]) -> list[list[str | None]]:
         """One row per image in INPUT_COLUMNS order: [full stage path (turned into bytes by run_batch), stage path,
