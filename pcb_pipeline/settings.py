@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# A source checkout keeps its state beside the code (make demo / make test); an installed package uses the user's home.
+DEFAULT_HOME = REPO_ROOT / ".pcb_home" if (REPO_ROOT / "pyproject.toml").is_file() else Path.home() / ".pcb_pipeline"
 
 # Switches that stop ultralytics, MLflow, Dagster, Hugging Face and the Snowflake connector reaching for the network
 # (../shared/ENVIRONMENT.md). setdefault: a user who has internet may still opt back in.
@@ -73,7 +75,7 @@ class Paths:
 
 
 def pcb_home() -> Path:
-    return Path(os.environ.get("PCB_HOME", REPO_ROOT / ".pcb_home")).expanduser().resolve()
+    return Path(os.environ.get("PCB_HOME", DEFAULT_HOME)).expanduser().resolve()
 
 
 def paths() -> Paths:

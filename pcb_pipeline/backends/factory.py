@@ -54,7 +54,7 @@ def registry() -> ModelRegistry:
 def manual_search():
     """The SOP manual search behind `ask_manuals` (a knowledge.search.ManualSearch).
 
-    local: the saved in-process hybrid index (built from docs/manuals on first use).
+    local: the saved in-process hybrid index (built from pcb_pipeline/resources/manuals on first use).
     snowflake: Cortex Search PCB_SOP_SEARCH_SERVICE over SOP_CHUNKS, cited answers from AI_COMPLETE, on the
     connection configured by the SNOWFLAKE_* variables (one connection per question).
     """

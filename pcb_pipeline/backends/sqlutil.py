@@ -1,13 +1,13 @@
-"""Snowflake-dialect SQL: splitting scripts, transpiling to DuckDB, and reading the sql/ folder."""
+"""Snowflake-dialect SQL: splitting scripts, transpiling to DuckDB, and reading the packaged SQL files."""
 from __future__ import annotations
 
 from functools import lru_cache
-from pathlib import Path
 
 import sqlglot
 from sqlglot import exp
 
-SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
+from pcb_pipeline.resources import sql_dir
+
 
 
 def split_statements(script: str) -> list[str]:
@@ -31,4 +31,4 @@ def to_duckdb(sql: str) -> str:
 
 
 def read_sql_file(name: str) -> list[str]:
-    return split_statements((SQL_DIR / name).read_text())
+    return split_statements((sql_dir() / name).read_text())

@@ -12,7 +12,7 @@ SEMANTIC_MODEL_STAGE_PATH = "semantic_model/semantic_model.yaml"
 
 @dg.asset(group_name="knowledge", kinds={"pdf", "files"})
 def sop_documents(stage: StageResource) -> dg.MaterializeResult:
-    """The project's SOP and repair manuals (docs/manuals) rendered to PDF and put on the stage under manuals/."""
+    """The project's SOP and repair manuals (pcb_pipeline/resources/manuals) rendered to PDF and put on the stage under manuals/."""
     from pypdf import PdfReader
 
     from pcb_pipeline.knowledge.api import build_manual_pdfs

@@ -96,7 +96,7 @@ def build_sop_index(chunks: list[Chunk], index_dir: Path | None = None) -> Local
 
 
 def default_manual_search(index_dir: Path | None = None) -> LocalManualSearch:
-    """The saved local index; built from docs/manuals on first use when the sop assets have not run yet."""
+    """The saved local index; built from pcb_pipeline/resources/manuals on first use when the sop assets have not run yet."""
     index_dir = Path(index_dir) if index_dir is not None else default_index_dir()
     key = str(index_dir)
     with _LOCK:

@@ -1,6 +1,6 @@
-"""The project's SOP manuals: source text in docs/manuals/*.md, rendered into real multi-page PDFs with reportlab.
+"""The project's SOP manuals: source text in pcb_pipeline/resources/manuals/*.md, rendered into real multi-page PDFs with reportlab.
 
-Source format (see docs/manuals/README.md): a front-matter block (doc_id, title, revision, effective, owner,
+Source format (see pcb_pipeline/resources/manuals/README.md): a front-matter block (doc_id, title, revision, effective, owner,
 defect_class), then sections `## <number> <heading>` each followed by `@category: <Category>` and optionally
 `@defect_class: <class>`, then paragraphs, `- ` bullets and `1. ` numbered steps.
 
@@ -81,13 +81,13 @@ class ManualSource:
 
 
 def default_source_dir() -> Path:
-    """docs/manuals in the repository (override with PCB_MANUALS_DIR)."""
+    """The packaged manual sources, pcb_pipeline/resources/manuals (override with PCB_MANUALS_DIR)."""
     env = os.environ.get("PCB_MANUALS_DIR")
     if env:
         return Path(env).expanduser().resolve()
-    from pcb_pipeline.settings import REPO_ROOT
+    from pcb_pipeline.resources import manuals_dir
 
-    return REPO_ROOT / "docs" / "manuals"
+    return manuals_dir()
 
 
 def parse_manual(text: str, source_path: Path | None = None) -> ManualSource:
@@ -303,7 +303,7 @@ def render_manual_pdf(manual: ManualSource, out_path: Path) -> Path:
 
 
 def build_manual_pdfs(out_dir: Path, source_dir: Path | None = None) -> list[Path]:
-    """Render every manual in source_dir (default docs/manuals) into out_dir; returns the PDF paths, sorted."""
+    """Render every manual in source_dir (default pcb_pipeline/resources/manuals) into out_dir; returns the PDF paths, sorted."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     return [render_manual_pdf(m, out_dir / m.pdf_name) for m in load_manual_sources(source_dir)]

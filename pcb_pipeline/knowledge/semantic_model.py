@@ -156,9 +156,9 @@ def default_semantic_model_path() -> Path:
     env = os.environ.get("PCB_SEMANTIC_MODEL")
     if env:
         return Path(env).expanduser().resolve()
-    from pcb_pipeline.settings import REPO_ROOT
+    from pcb_pipeline.resources import sql_dir
 
-    return REPO_ROOT / "sql" / "semantic_model.yaml"
+    return sql_dir() / "semantic_model.yaml"
 
 
 def _parse_expr(text: str) -> exp.Expression:

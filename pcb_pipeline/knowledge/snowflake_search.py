@@ -25,9 +25,9 @@ AI_COMPLETE_SQL_PYFORMAT = "SELECT AI_COMPLETE(%s, %s) AS ANSWER"  # snowflake.c
 
 
 def cortex_search_sql_path() -> Path:
-    from pcb_pipeline.settings import REPO_ROOT
+    from pcb_pipeline.resources import sql_dir
 
-    return REPO_ROOT / "sql" / "cortex_search.sql"
+    return sql_dir() / "cortex_search.sql"
 
 
 def cortex_search_statements(warehouse: str = DEFAULT_WAREHOUSE, target_lag: str | None = None,
