@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from pcb_pipeline import settings
-from pcb_pipeline.core.reference import INPUT_MODES, TEST_ONLY
+from pcb_pipeline.core.reference import INPUT_MODES, REFERENCE
 
 
 def _print_table(df) -> None:
@@ -27,8 +27,10 @@ def _champion_weights() -> Path:
 def cmd_demo(args) -> int:
     from pcb_pipeline.demo import run_demo
 
+    from pcb_pipeline.vision.train import parse_overrides
+
     return run_demo(deeppcb_root=args.deeppcb_root, profile=args.profile, min_map50=args.min_map50,
-                    input_mode=args.input_mode)
+                    input_mode=args.input_mode, overrides=parse_overrides(args.set))
 
 
 def cmd_sql(args) -> int:
@@ -203,12 +205,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pcb-pipeline", description="PCB defect intelligence pipeline")
     sub = p.add_subparsers(dest="command", required=True)
 
-    d = sub.add_parser("demo", help="materialise every asset on the configured backend and print the golden query")
+    d = sub.add_parser(
+        "demo", help="run the whole pipeline once, in this process, on the embedded local default",
+        description="Materialise every asset in one Dagster run on the embedded local default (DuckDB, a stage "
+                    "folder, MLflow on sqlite, CPU training), whatever PCB_BACKEND says: land boards (seeded "
+                    "synthetic ones unless --deeppcb-root), build the YOLO dataset, train, gate and register the "
+                    "model, write DEFECT_LOGS for the held-out boards, build the SOP search corpus, then print the "
+                    "champion and the golden query. State lives under PCB_HOME.")
     d.add_argument("--deeppcb-root", help="a Deep PCB folder (holding PCBData/); default: synthetic boards")
-    d.add_argument("--profile", default="demo", help="training profile: demo (CPU), full (GPU), smoke")
+    d.add_argument("--profile", default="demo",
+                   help="training profile: demo (CPU, 20 epochs at 320, ~10 min on 2 cores), full (GPU), smoke (tests)")
+    d.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one training setting of the profile, e.g. --set epochs=40 (ultralytics train args)")
     d.add_argument("--min-map50", type=float, default=None, help="promotion threshold (default 0.5)")
-    d.add_argument("--input-mode", choices=INPUT_MODES, default=TEST_ONLY,
-                   help="reference: train a reference-aware model (board + template; README, 'Reference-aware models')")
+    d.add_argument("--input-mode", choices=INPUT_MODES, default=REFERENCE,
+                   help="reference (default): the model sees board + template; test: the board image alone "
+                        "(README, 'Reference-aware models')")
     d.set_defaults(func=cmd_demo)
 
     s = sub.add_parser("sql", help="run one read-only Snowflake-dialect SELECT on the warehouse")

@@ -54,7 +54,7 @@ def trained_pipeline(_isolated_home):
     defs = build_defs(local_resources(min_map50=0.0))
     job = defs.resolve_job_def("pcb_pipeline_job")
     cfg = demo_run_config(profile="smoke", synthetic_groups=3, synthetic_images_per_group=6,
-                          confidence=0.001)  # after one epoch only low-confidence boxes exist
+                          confidence=0.001, input_mode="test")  # after one epoch only low-confidence boxes exist
     with dg.instance_for_test() as instance:
         first = job.execute_in_process(run_config=cfg, instance=instance)
         rows_after_first = warehouse().query("SELECT COUNT(*) AS n FROM DEFECT_LOGS")["n"][0]

@@ -102,3 +102,20 @@ def test_demo_input_mode_reaches_the_dataset_config(monkeypatch):
     assert dg.validate_run_config(job, cfg)
     with pytest.raises(SystemExit):
         main(["demo", "--input-mode", "stereo"])
+
+
+def test_demo_gate_message_is_one_sentence_with_the_way_on():
+    from pcb_pipeline.demo import gate_block_message
+
+    msg = gate_block_message({"promoted": False, "promotion_reason": "mAP50 0.1420 is below the threshold 0.5000",
+                              "map50": 0.142, "model_name": "pcb_defect_detector", "version": 3}, 0.5)
+    assert msg.count(". ") == 0 and msg.endswith(".")
+    assert "mAP50 0.1420" in msg and "threshold 0.50" in msg and "pcb_defect_detector v3" in msg
+    assert "--set epochs=40" in msg and "--min-map50 0.13" in msg and "--profile full" in msg
+
+
+def test_demo_help_says_it_always_runs_the_embedded_default(capsys):
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "embedded local default" in text and "whatever PCB_BACKEND says" in text

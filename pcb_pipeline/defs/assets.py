@@ -18,6 +18,7 @@ from pcb_pipeline.core import deeppcb, synthetic, yolo_format
 from pcb_pipeline.core.classes import CLASS_NAMES
 from pcb_pipeline.core.defect_logs import InspectedImage, board_id_from_path, build_rows
 from pcb_pipeline.core.images import read_image
+from pcb_pipeline.core.progress import Progress
 from pcb_pipeline.core.metadata import board_metadata
 from pcb_pipeline.core.reference import REFERENCE, TEST_ONLY, check_input_mode
 from pcb_pipeline.defs.preview import preview_markdown
@@ -52,7 +53,8 @@ class RawImagesConfig(dg.Config):
 
 
 @dg.asset(group_name="vision", kinds={"python", "files"})
-def raw_pcb_images(config: RawImagesConfig, stage: StageResource) -> dg.MaterializeResult:
+def raw_pcb_images(context: dg.AssetExecutionContext, config: RawImagesConfig,
+                   stage: StageResource) -> dg.MaterializeResult:
     """Deep PCB pairs (test image, template, labels, split file) landed on the stage under raw/deeppcb."""
     st = stage.get()
     root = config.deeppcb_root or os.environ.get("PCB_DEEPPCB_ROOT")
@@ -68,7 +70,9 @@ def raw_pcb_images(config: RawImagesConfig, stage: StageResource) -> dg.Material
         counts = Counter(b.class_id for s in samples for b in deeppcb.read_labels(s.label_file))  # validate first
         base = split_file.parent
         st.remove_prefix(RAW_PREFIX)
+        landing = Progress("landing pairs", len(samples), context.log.info)
         for s in samples:
+            landing.step()
             for f in (s.test_image, s.template_image, s.label_file):
                 if f.is_file():
                     st.put_file(f, f"{RAW_PREFIX}/PCBData/{f.relative_to(base).as_posix()}")
@@ -396,7 +400,9 @@ def _infer(context, st, wh, detector, champion, files, batch_id: str, local_dir:
              for i, f in enumerate(files)}
     templates, template_paths = _stage_templates(st, files, local_dir) if detector.needs_template else ({}, {})
     inspected, plotted, errors = [], [], []
+    inferring = Progress("inferring boards", len(local), context.log.info)
     for path, image, dets, error in run_batch(detector, local, templates=templates):
+        inferring.step()
         if error:
             error = error.replace(str(local[path]), path)
             errors.append(error.replace(str(templates[path]), template_paths[path]) if path in templates else error)

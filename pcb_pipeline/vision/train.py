@@ -20,6 +20,7 @@ if __package__ in (None, ""):  # run as a file (ML Job entrypoint): make the pac
 
 from pcb_pipeline import settings  # noqa: E402
 from pcb_pipeline.core.classes import CLASS_NAMES  # noqa: E402
+from pcb_pipeline.core.progress import clock  # noqa: E402
 from pcb_pipeline.core.yolo_format import dataset_input_mode  # noqa: E402
 from pcb_pipeline.vision.detector import stamp_input_mode  # noqa: E402
 from pcb_pipeline.vision.profiles import resolve_profile  # noqa: E402
@@ -46,21 +47,39 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-onnx", action="store_true")
     args = p.parse_args(argv)
     try:
-        args.overrides = {k: _parse_value(v) for k, v in (s.split("=", 1) for s in args.set)}
-    except ValueError:
-        p.error("--set takes KEY=VALUE")
+        args.overrides = parse_overrides(args.set)
+    except ValueError as exc:
+        p.error(str(exc))
     return args
 
 
+def parse_overrides(pairs: list[str]) -> dict:
+    """`--set KEY=VALUE` pairs as typed ultralytics train() arguments."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set takes KEY=VALUE, got {pair!r}")
+        out[key.strip()] = _parse_value(value.strip())
+    return out
+
+
 def _mlflow_callbacks(mlflow):
+    started = time.time()
+
     def on_fit_epoch_end(trainer):
         step = trainer.epoch + 1
+        if step > trainer.epochs:  # ultralytics' final validation of best.pt fires this once more; not an epoch
+            return
+        elapsed = time.time() - started
+        eta = elapsed / step * (trainer.epochs - step)
         losses = trainer.label_loss_items(trainer.tloss, prefix="train")
         metrics = {**trainer.lr, **losses, **trainer.metrics}
         mlflow.log_metrics({k.replace("(", "_").replace(")", ""): float(v) for k, v in metrics.items()}, step=step)
         print(f"epoch {step}/{trainer.epochs}: box_loss {float(losses.get('train/box_loss', float('nan'))):.3f}  "
               f"mAP50 {trainer.metrics.get('metrics/mAP50(B)', float('nan')):.3f}  "
-              f"mAP50-95 {trainer.metrics.get('metrics/mAP50-95(B)', float('nan')):.3f}", flush=True)
+              f"mAP50-95 {trainer.metrics.get('metrics/mAP50-95(B)', float('nan')):.3f}  "
+              f"elapsed {clock(elapsed)}  ETA {clock(eta)}", flush=True)
 
     return {"on_fit_epoch_end": on_fit_epoch_end}
 

@@ -59,7 +59,7 @@ def _run(home: Path, epochs: int) -> int:
 
     defs = dg.Definitions(assets=assets, asset_checks=checks, jobs=jobs, resources=local_resources(min_map50=0.0))
     cfg = demo_run_config(profile="smoke", synthetic_groups=3, synthetic_images_per_group=6,
-                          overrides={"epochs": epochs}, confidence=0.001)
+                          overrides={"epochs": epochs}, confidence=0.001, input_mode="test")
     with dg.instance_for_test() as instance:
         result = defs.resolve_job_def("pcb_pipeline_job").execute_in_process(run_config=cfg, instance=instance,
                                                                             raise_on_error=False)

@@ -85,7 +85,8 @@ def test_graph_materialises_on_snowflake(fake_account, smoke_job, tmp_path, monk
                  "trainer": PlayedTrainer(snowflake=sf, poll_interval_s=0, work_dir=str(tmp_path / "work")),
                  "registry": PlayedRegistry(snowflake=sf, min_map50=0.0)}
     defs = dg.Definitions(assets=assets, asset_checks=checks, jobs=jobs, resources=resources)
-    cfg = demo_run_config(profile="smoke", synthetic_groups=3, synthetic_images_per_group=6, overrides={"conf": 0.001})
+    cfg = demo_run_config(profile="smoke", synthetic_groups=3, synthetic_images_per_group=6, overrides={"conf": 0.001},
+                          input_mode="test")
     infer = {"defect_logs": {"config": {"confidence": 0.001}}}  # a 1-epoch model is not confident about anything
     cfg["ops"].update(infer)
     from pcb_pipeline.backends import factory  # the Snowflake branches used outside Dagster (CLI, app)
