@@ -1,0 +1,291 @@
+"""Stage 2 of the two-stage reference inspector: a small CNN, trained from scratch, that looks at each AOI
+candidate crop (test, template, difference; ``core.candidates``) and says which defect it is, or none, and where
+its box lies. Together with stage 1 it is a model of its own kind ("verifier") behind the one ``Detector``.
+
+Saved as a weights-only torch checkpoint (state dict + JSON config, no pickled code) and as ONNX (metadata
+``pcb_kind=verifier``, ``pcb_input=reference``); served by ONNX Runtime.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from pcb_pipeline.core import candidates as cands
+from pcb_pipeline.core.classes import NUM_CLASSES
+
+VERIFIER_KIND = "verifier"
+KIND_KEY = "pcb_kind"
+NMS_IOU = 0.5
+
+
+# ------------------------------------------------------------------------------------------------ crops
+
+@dataclass
+class CropSet:
+    """Candidate crops of many boards: inputs, targets, and where each came from."""
+
+    crops: np.ndarray  # (N, 3, CROP, CROP) uint8
+    scales: np.ndarray  # (N,) float32: log window side
+    labels: np.ndarray  # (N,) int64: 0..5, or BACKGROUND
+    boxes: np.ndarray  # (N, 4) float32: true box in window coordinates
+    board: np.ndarray  # (N,) int64: index of the board
+    windows: np.ndarray  # (N, 4) float64
+    candidate_boxes: np.ndarray  # (N, 4) float64
+
+
+def board_crops(composite: np.ndarray, ground_truth=()) -> tuple[list[cands.Candidate], np.ndarray, np.ndarray,
+                                                                  np.ndarray, np.ndarray]:
+    found = cands.propose(composite)
+    crops = np.stack([cands.crop(composite, c.window).transpose(2, 0, 1) for c in found]) if found else \
+        np.zeros((0, 3, cands.CROP, cands.CROP), np.uint8)
+    scales = np.array([cands.window_scale(c.window) for c in found], dtype=np.float32)
+    labels, boxes = cands.targets(found, list(ground_truth))
+    return found, crops, scales, labels, boxes
+
+
+def build_crop_set(boards: list[tuple[np.ndarray, list]], log: Callable[[str], None] = print) -> CropSet:
+    """Crops and targets for (composite, ground truth rows) boards."""
+    from pcb_pipeline.core.progress import Progress
+
+    parts: dict[str, list] = {k: [] for k in CropSet.__dataclass_fields__}
+    progress = Progress("verifier crops", len(boards), log)
+    for i, (composite, gt) in enumerate(boards):
+        found, crops, scales, labels, boxes = board_crops(composite, gt)
+        parts["crops"].append(crops)
+        parts["scales"].append(scales)
+        parts["labels"].append(labels)
+        parts["boxes"].append(boxes)
+        parts["board"].append(np.full(len(found), i, dtype=np.int64))
+        parts["windows"].append(np.array([c.window for c in found], dtype=np.float64).reshape(-1, 4))
+        parts["candidate_boxes"].append(np.array([c.box for c in found], dtype=np.float64).reshape(-1, 4))
+        progress.step()
+    return CropSet(**{k: np.concatenate(v) for k, v in parts.items()})
+
+
+# ------------------------------------------------------------------------------------------------ network
+
+def build_network(width: int = 32):
+    import torch
+    from torch import nn
+
+    def block(cin, cout):
+        return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+                             nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+    class Verifier(nn.Module):
+        """(crops uint8-range float, log scale) -> (7 class logits, 4 box coordinates in the window, 0..1)."""
+
+        def __init__(self):
+            super().__init__()
+            w = width  # a strided stem: the 64 px crop is read at 32 px resolution onwards (4x fewer operations)
+            self.features = nn.Sequential(nn.Conv2d(3, w // 2, 3, stride=2, padding=1, bias=False),
+                                          nn.BatchNorm2d(w // 2), nn.ReLU(inplace=True),
+                                          block(w // 2, w), nn.MaxPool2d(2), block(w, 2 * w), nn.MaxPool2d(2),
+                                          block(2 * w, 4 * w), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+            self.head = nn.Sequential(nn.Linear(4 * w + 1, 128), nn.ReLU(inplace=True))
+            self.classes = nn.Linear(128, NUM_CLASSES + 1)
+            self.box = nn.Linear(128, 4)
+
+        def forward(self, crops, scales):
+            x = self.features(crops / 255.0)
+            h = self.head(torch.cat([x, scales], dim=1))
+            return self.classes(h), torch.sigmoid(self.box(h))
+
+    return Verifier()
+
+
+def _augment(crops, boxes, generator):
+    """Random flips and quarter turns of the whole batch, boxes moved with the pixels (defect types are invariant)."""
+    import torch
+
+    if torch.rand(1, generator=generator).item() < 0.5:  # horizontal flip
+        crops = crops.flip(3)
+        boxes = torch.stack([1 - boxes[:, 2], boxes[:, 1], 1 - boxes[:, 0], boxes[:, 3]], 1)
+    if torch.rand(1, generator=generator).item() < 0.5:  # vertical flip
+        crops = crops.flip(2)
+        boxes = torch.stack([boxes[:, 0], 1 - boxes[:, 3], boxes[:, 2], 1 - boxes[:, 1]], 1)
+    if torch.rand(1, generator=generator).item() < 0.5:  # transpose (with the flips: all 8 symmetries)
+        crops = crops.transpose(2, 3)
+        boxes = boxes[:, [1, 0, 3, 2]]
+    return crops, boxes
+
+
+@dataclass
+class VerifierTrainConfig:
+    epochs: int = 30
+    batch: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    width: int = 32
+    seed: int = 0
+    box_weight: float = 5.0
+    threads: int | None = None
+
+
+def train_verifier(train: CropSet, cfg: VerifierTrainConfig, val: CropSet | None = None,
+                   on_epoch: Callable[[int, dict], None] | None = None):
+    """A fixed, seeded amount of work (epochs), the same on any machine. Returns the network (eval mode)."""
+    import torch
+    from torch.nn import functional as F
+
+    torch.manual_seed(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    net = build_network(cfg.width)
+    x = torch.from_numpy(train.crops).float()
+    s = torch.from_numpy(train.scales)[:, None]
+    y = torch.from_numpy(train.labels)
+    b = torch.from_numpy(train.boxes)
+    # classes are unbalanced (many background candidates): weight by inverse square-root frequency
+    counts = torch.bincount(y, minlength=NUM_CLASSES + 1).float().clamp(min=1)
+    class_weight = (counts.sum() / counts).sqrt()
+    class_weight = class_weight / class_weight.mean()
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps = cfg.epochs * max(1, (len(x) + cfg.batch - 1) // cfg.batch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps, pct_start=0.15)
+    for epoch in range(1, cfg.epochs + 1):
+        net.train()
+        order = torch.randperm(len(x), generator=gen)
+        total = {"loss": 0.0, "cls_loss": 0.0, "box_loss": 0.0}
+        for i in range(0, len(x), cfg.batch):
+            idx = order[i:i + cfg.batch]
+            xb, bb = _augment(x[idx], b[idx], gen)
+            logits, boxes = net(xb, s[idx])
+            cls_loss = F.cross_entropy(logits, y[idx], weight=class_weight)
+            pos = y[idx] != cands.BACKGROUND
+            box_loss = F.l1_loss(boxes[pos], bb[pos]) if pos.any() else boxes.sum() * 0
+            loss = cls_loss + cfg.box_weight * box_loss
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            n = len(idx)
+            total["loss"] += loss.item() * n
+            total["cls_loss"] += cls_loss.item() * n
+            total["box_loss"] += box_loss.item() * n
+        metrics = {k: v / len(x) for k, v in total.items()}
+        if val is not None and len(val.labels):
+            probs, _ = predict_crops(net, val.crops, val.scales)
+            metrics["val_accuracy"] = float((probs.argmax(1) == val.labels).mean())
+        if on_epoch:
+            on_epoch(epoch, metrics)
+    net.eval()
+    return net
+
+
+def predict_crops(net, crops: np.ndarray, scales: np.ndarray, batch: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """Class probabilities (N, 7) and boxes in window coordinates (N, 4) from the torch network."""
+    import torch
+
+    net.eval()
+    probs, boxes = [], []
+    with torch.no_grad():
+        for i in range(0, len(crops), batch):
+            logits, bx = net(torch.from_numpy(crops[i:i + batch]).float(), torch.from_numpy(scales[i:i + batch])[:, None])
+            probs.append(torch.softmax(logits, 1).numpy())
+            boxes.append(bx.numpy())
+    if not probs:
+        return np.zeros((0, NUM_CLASSES + 1), np.float32), np.zeros((0, 4), np.float32)
+    return np.concatenate(probs), np.concatenate(boxes)
+
+
+# ------------------------------------------------------------------------------------------------ decoding
+
+def decode(found: list[cands.Candidate], probs: np.ndarray, rel_boxes: np.ndarray, conf: float = 0.001,
+           size: tuple[int, int] | None = None) -> np.ndarray:
+    """(M, 6) rows x1 y1 x2 y2 score class of one board: refined boxes, score = P(defect), class = most likely
+    defect type, class-agnostic NMS (fragments of one defect agree on one box)."""
+    from pcb_pipeline.vision.onnx_runtime import nms
+
+    if not found:
+        return np.zeros((0, 6), np.float32)
+    score = 1.0 - probs[:, cands.BACKGROUND]
+    cls = probs[:, :cands.BACKGROUND].argmax(1)
+    boxes = np.array([cands.from_window(r, c.window) for r, c in zip(rel_boxes, found)], dtype=np.float32)
+    if size is not None:
+        h, w = size
+        boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)
+        boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h)
+    keep = score >= conf
+    boxes, score, cls = boxes[keep], score[keep], cls[keep]
+    order = nms(boxes, score, NMS_IOU)
+    return np.column_stack([boxes[order], score[order], cls[order]]).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------------ files
+
+def save_checkpoint(net, cfg: VerifierTrainConfig, path: Path, extra: dict | None = None) -> None:
+    """Weights only: a dict of tensors plus a JSON string (torch.load(weights_only=True) reads it)."""
+    import torch
+
+    meta = {KIND_KEY: VERIFIER_KIND, "width": cfg.width, "crop": cands.CROP, **(extra or {})}
+    torch.save({"state_dict": net.state_dict(), "config": json.dumps(meta)}, path)
+
+
+def load_checkpoint(path: Path):
+    import torch
+
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    meta = json.loads(ckpt["config"])
+    net = build_network(int(meta["width"]))
+    net.load_state_dict(ckpt["state_dict"])
+    net.eval()
+    return net, meta
+
+
+def is_verifier_checkpoint(path: Path) -> bool:
+    import torch
+
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # an ultralytics checkpoint pickles classes: not ours
+        return False
+    return isinstance(ckpt, dict) and VERIFIER_KIND in str(ckpt.get("config", ""))
+
+
+def export_onnx(net, path: Path, metadata: dict) -> None:
+    import onnx
+    import torch
+
+    net.eval()
+    crops = torch.zeros(1, 3, cands.CROP, cands.CROP)
+    scales = torch.zeros(1, 1)
+    torch.onnx.export(net, (crops, scales), str(path), input_names=["crops", "scales"],
+                      output_names=["logits", "boxes"], dynamic_axes={"crops": {0: "n"}, "scales": {0: "n"},
+                                                                      "logits": {0: "n"}, "boxes": {0: "n"}},
+                      opset_version=17, dynamo=False)
+    model = onnx.load(str(path))
+    for k, v in {KIND_KEY: VERIFIER_KIND, **metadata}.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = k, str(v)
+    onnx.save(model, str(path))
+
+
+class VerifierRuntime:
+    """The two-stage inspector on ONNX Runtime: candidates (AOI) -> crops -> verifier -> refined, scored boxes."""
+
+    def __init__(self, path: Path | str, threads: int | None = None):
+        import onnxruntime as ort
+
+        from pcb_pipeline.vision.onnx_runtime import default_threads
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads or default_threads()
+        so.inter_op_num_threads = 1
+        self.path = Path(path)
+        self.session = ort.InferenceSession(str(self.path), sess_options=so, providers=["CPUExecutionProvider"])
+        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+
+    def rows(self, composite: np.ndarray, conf: float = 0.001) -> np.ndarray:
+        found, crops, scales, _, _ = board_crops(composite)
+        if not found:
+            return np.zeros((0, 6), np.float32)
+        logits, boxes = self.session.run(None, {"crops": crops.astype(np.float32), "scales": scales[:, None]})
+        e = np.exp(logits - logits.max(1, keepdims=True))
+        return decode(found, e / e.sum(1, keepdims=True), boxes, conf, composite.shape[:2])
+

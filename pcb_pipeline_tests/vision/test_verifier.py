@@ -1,0 +1,100 @@
+"""Stage 2 of the two-stage inspector: the crop verifier trains, saves weights only, exports ONNX and serves the
+same boxes through ONNX Runtime."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pcb_pipeline.core import candidates as cands
+from pcb_pipeline.core import deeppcb
+from pcb_pipeline.core.reference import sample_composite
+from pcb_pipeline.vision import verifier as vf
+
+
+def _with_dust(composite: np.ndarray, y: int, x: int) -> np.ndarray:
+    """An unlabelled 3x3 speck on the test scan: what real AOI false calls look like (dust, scan noise)."""
+    out = composite.copy()
+    out[y:y + 3, x:x + 3, 0] = 255 - out[y:y + 3, x:x + 3, 1]
+    out[..., 2] = np.abs(out[..., 0].astype(int) - out[..., 1]).astype(np.uint8)
+    return out
+
+
+@pytest.fixture(scope="module")
+def boards(synthetic_root):
+    out = []
+    for i, s in enumerate(deeppcb.read_split(deeppcb.split_file_path(synthetic_root))):
+        gt = [(b.x1, b.y1, b.x2, b.y2, b.class_id) for b in deeppcb.read_labels(s.label_file)]
+        composite = sample_composite(s)
+        out.append((_with_dust(composite, 20 + 17 * i, 600 - 13 * i) if i % 2 else composite, gt))
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained(boards):
+    crop_set = vf.build_crop_set(boards, log=lambda _: None)
+    seen = []
+    net = vf.train_verifier(crop_set, vf.VerifierTrainConfig(epochs=3, batch=32, width=8, threads=1), crop_set,
+                            on_epoch=lambda e, m: seen.append((e, m)))
+    return crop_set, net, seen
+
+
+def test_crop_set_lines_up_inputs_and_targets(boards, trained):
+    crop_set, _, _ = trained
+    n = len(crop_set.labels)
+    assert n > len(boards)  # several candidates per board
+    assert crop_set.crops.shape == (n, 3, cands.CROP, cands.CROP) and crop_set.crops.dtype == np.uint8
+    assert crop_set.scales.shape == crop_set.board.shape == (n,)
+    positive = crop_set.labels != cands.BACKGROUND
+    assert 0 < positive.sum() < n  # true defects and false candidates alike
+    assert ((crop_set.boxes[positive] >= -0.5) & (crop_set.boxes[positive] <= 1.5)).all()
+    assert (crop_set.boxes[~positive] == 0).all()
+    assert set(crop_set.board.tolist()) <= set(range(len(boards)))
+
+
+def test_training_reports_every_epoch_and_learns(trained):
+    _, _, seen = trained
+    assert [e for e, _ in seen] == [1, 2, 3]
+    assert all({"loss", "cls_loss", "box_loss", "val_accuracy"} <= m.keys() for _, m in seen)
+    assert seen[-1][1]["loss"] < seen[0][1]["loss"]
+
+
+def test_training_is_seeded(boards):
+    crop_set = vf.build_crop_set(boards[:6], log=lambda _: None)
+    cfg = vf.VerifierTrainConfig(epochs=1, batch=32, width=8, threads=1)
+    a = vf.predict_crops(vf.train_verifier(crop_set, cfg), crop_set.crops, crop_set.scales)[0]
+    b = vf.predict_crops(vf.train_verifier(crop_set, cfg), crop_set.crops, crop_set.scales)[0]
+    assert np.allclose(a, b, atol=1e-5)
+
+
+def test_checkpoint_is_weights_only_and_round_trips(trained, tmp_path):
+    crop_set, net, _ = trained
+    path = tmp_path / "verifier.pt"
+    vf.save_checkpoint(net, vf.VerifierTrainConfig(width=8), path, {"map50": 0.5})
+    loaded, meta = vf.load_checkpoint(path)
+    assert meta[vf.KIND_KEY] == vf.VERIFIER_KIND and meta["map50"] == 0.5 and meta["width"] == 8
+    assert np.allclose(vf.predict_crops(net, crop_set.crops, crop_set.scales)[0],
+                       vf.predict_crops(loaded, crop_set.crops, crop_set.scales)[0], atol=1e-6)
+    assert vf.is_verifier_checkpoint(path)
+    other = tmp_path / "other.pt"
+    other.write_bytes(b"not a checkpoint")
+    assert not vf.is_verifier_checkpoint(other)
+
+
+def test_onnx_runtime_serves_what_torch_computes(boards, trained, tmp_path):
+    _, net, _ = trained
+    path = tmp_path / "verifier.onnx"
+    vf.export_onnx(net, path, {"pcb_input": "reference"})
+    runtime = vf.VerifierRuntime(path, threads=1)
+    assert runtime.metadata[vf.KIND_KEY] == vf.VERIFIER_KIND and runtime.metadata["pcb_input"] == "reference"
+    composite = boards[0][0]
+    found, crops, scales, _, _ = vf.board_crops(composite)
+    probs, rel = vf.predict_crops(net, crops, scales)
+    expected = vf.decode(found, probs, rel, 0.001, composite.shape[:2])
+    served = runtime.rows(composite)
+    assert served.shape == expected.shape and served.shape[1] == 6
+    assert np.allclose(served, expected, atol=1e-3)
+    assert (served[:, 0] >= 0).all() and (served[:, 2] <= composite.shape[1]).all()
+    assert ((served[:, 5] >= 0) & (served[:, 5] < cands.BACKGROUND)).all()
+    blank = composite.copy()
+    blank[..., 0], blank[..., 2] = blank[..., 1], 0
+    assert runtime.rows(blank).shape == (0, 6)
