@@ -39,6 +39,13 @@ def synthetic_root(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def synthetic_samples(synthetic_root):
+    from pcb_pipeline.core import deeppcb
+
+    return deeppcb.read_split(synthetic_root / "PCBData" / "trainval.txt")
+
+
+@pytest.fixture(scope="session")
 def trained_pipeline(_isolated_home):
     """The whole graph run twice on a tiny synthetic set (smoke training): (first, second, rows after first).
 

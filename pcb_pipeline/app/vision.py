@@ -194,18 +194,21 @@ def upload_stage_path(name: str | None, data: bytes, suffix: str = ".jpg") -> st
 
 def stored_format(data: bytes) -> tuple[str, bytes]:
     """(suffix, bytes to store). JPEG and PNG are stored as uploaded; any other decodable format (BMP, TIFF, WebP,
-    ...) is stored as PNG so downstream readers get a format they take, with a matching suffix."""
+    ...) is stored as the 8-bit PNG the one decoder (``core.images``) reads from it (bit depth scaled, EXIF
+    orientation applied), so downstream readers get a format they take, with a matching suffix."""
     import io
 
+    import cv2
     from PIL import Image
 
     with Image.open(io.BytesIO(data)) as im:
         fmt = im.format or ""
-        if fmt in STAGE_FORMATS:
-            return STAGE_FORMATS[fmt], data
-        buf = io.BytesIO()
-        im.convert("RGBA" if "A" in im.getbands() else "RGB").save(buf, format="PNG")
-    return ".png", buf.getvalue()
+    if fmt in STAGE_FORMATS:
+        return STAGE_FORMATS[fmt], data
+    ok, png = cv2.imencode(".png", decode_image(data, "upload"))
+    if not ok:
+        raise BadImageError("upload: could not be re-encoded as PNG")
+    return ".png", png.tobytes()
 
 
 def stage_payload(data: bytes, name: str | None) -> tuple[str, bytes]:

@@ -33,6 +33,7 @@ import numpy as np
 from .classes import CLASS_ID
 from .deeppcb import Sample, read_labels
 from .detection_metrics import DEEPPCB_IOU, evaluate_detections, matched_recall, operating_point
+from .images import read_gray
 
 UNTYPED = -1  # class id of an untyped call (class-agnostic scoring only)
 EXTRA, MISSING = "extra", "missing"
@@ -126,10 +127,8 @@ def _gray(img: np.ndarray) -> np.ndarray:
 
 
 def load_gray(path: Path | str) -> np.ndarray:
-    img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-    if img is None:
-        raise FileNotFoundError(f"cannot read image {path}")
-    return img
+    """A scan as grey pixels, through the one decoder (``core.images``): clear errors, bit depth scaled."""
+    return read_gray(path)
 
 
 def _disk(r: int) -> np.ndarray:

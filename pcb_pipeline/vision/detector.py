@@ -114,7 +114,7 @@ class Detector:
     def predict(self, images: list[np.ndarray | Path], conf: float | None = None,
                 templates: list[np.ndarray | Path | None] | None = None) -> list[list[Detection]]:
         """Detect defects; images (and templates) are BGR arrays or paths (decoded with clear errors)."""
-        from pcb_pipeline.vision.batch import fast_read_image  # read_image's pixels and errors, faster
+        from pcb_pipeline.core.images import read_image
 
         conf = self.conf if conf is None else conf
         templates = templates or [None] * len(images)
@@ -122,8 +122,8 @@ class Detector:
             raise ValueError(f"{len(images)} images but {len(templates)} templates")
         out = []
         for im, tm in zip(images, templates):  # one at a time: the ONNX export has a fixed batch of 1
-            arr = fast_read_image(im) if isinstance(im, (str, Path)) else im
-            tmpl = fast_read_image(tm) if isinstance(tm, (str, Path)) and self.needs_template else tm
+            arr = read_image(im) if isinstance(im, (str, Path)) else im
+            tmpl = read_image(tm) if isinstance(tm, (str, Path)) and self.needs_template else tm
             out.append(_rows_to_detections(self.predict_rows(arr, conf, template=tmpl)))
         return out
 

@@ -28,9 +28,3 @@ def smoke_weights(tmp_path_factory, synthetic_root) -> Path:
 def smoke_onnx(smoke_weights) -> Path:
     return smoke_weights.with_suffix(".onnx")
 
-
-@pytest.fixture(scope="session")
-def synthetic_samples(synthetic_root):
-    from pcb_pipeline.core import deeppcb
-
-    return deeppcb.read_split(synthetic_root / "PCBData" / "trainval.txt")

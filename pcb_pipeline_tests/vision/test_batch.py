@@ -84,7 +84,7 @@ def test_the_next_image_is_inferred_while_the_caller_handles_the_previous_one(tm
 def test_decoding_overlaps_inference(tmp_path, monkeypatch):
     """Image i+1 is decoded while the model works on image i."""
     decoded = {}
-    real = batch.fast_read_image
+    real = batch.read_image
 
     def recording_read(path):
         img = real(path)
@@ -98,7 +98,7 @@ def test_decoding_overlaps_inference(tmp_path, monkeypatch):
                 assert decoded.setdefault(1, threading.Event()).wait(timeout=10), "no decode during inference"
             return super().predict(images, conf)
 
-    monkeypatch.setattr(batch, "fast_read_image", recording_read)
+    monkeypatch.setattr(batch, "read_image", recording_read)
     assert [n for n, *_ in run_batch(SlowDetector(), _image_files(tmp_path, 3), prefetch=2)] == \
         ["board0", "board1", "board2"]
 
@@ -139,50 +139,6 @@ def test_real_detector_through_the_batch(smoke_weights, synthetic_samples, tmp_p
     assert "not an image" in out[-1][3]
     for (name, image, dets, err), s in zip(out[:3], synthetic_samples[:3]):
         assert err is None and dets == det.predict([s.test_image])[0]
-
-
-# ------------------------------------------------------------------------------------------ fast decoding
-
-
-def _same_as_read_image(path):
-    from pcb_pipeline.core.images import read_image
-
-    a, b = read_image(path), batch.fast_read_image(path)
-    assert a.dtype == b.dtype == np.uint8 and a.shape == b.shape and np.array_equal(a, b)
-
-
-def test_fast_read_image_gives_read_image_pixels(synthetic_samples, tmp_path):
-    import cv2
-    from PIL import Image
-
-    for s in synthetic_samples[::5]:  # grey and 3-channel JPEGs
-        _same_as_read_image(s.test_image)
-    rng = np.random.default_rng(0)
-    img = rng.integers(0, 256, (50, 70, 3), dtype=np.uint8)
-    cv2.imwrite(str(tmp_path / "c.png"), img)
-    cv2.imwrite(str(tmp_path / "g.png"), img[:, :, 0])
-    cv2.imwrite(str(tmp_path / "c.jpg"), img)
-    cv2.imwrite(str(tmp_path / "d.png"), (img.astype(np.uint16) * 257))  # 16-bit: read_image's path
-    Image.fromarray(img[:, :, 0]).convert("P").save(tmp_path / "p.png")  # palette: read_image's path
-    Image.fromarray(np.dstack([img, img[:, :, :1]])).save(tmp_path / "a.png")  # RGBA: read_image's path
-    Image.fromarray(img).save(tmp_path / "b.bmp")
-    for name in ("c.png", "g.png", "c.jpg", "d.png", "p.png", "a.png", "b.bmp"):
-        _same_as_read_image(tmp_path / name)
-
-
-def test_fast_read_image_errors_are_read_image_errors(synthetic_samples, tmp_path):
-    from pcb_pipeline.core.images import BadImageError, read_image
-
-    data = synthetic_samples[0].test_image.read_bytes()
-    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])  # truncated: refused, never grey-padded
-    (tmp_path / "tiny.png").write_bytes(__import__("cv2").imencode(".png", np.zeros((8, 8), np.uint8))[1].tobytes())
-    (tmp_path / "text.jpg").write_text("hello")
-    for name in ("cut.jpg", "tiny.png", "text.jpg", "missing.jpg"):
-        with pytest.raises(BadImageError) as ours:
-            batch.fast_read_image(tmp_path / name)
-        with pytest.raises(BadImageError) as theirs:
-            read_image(tmp_path / name)
-        assert str(ours.value) == str(theirs.value)
 
 
 def test_torch_fallback_through_the_batch(smoke_weights, synthetic_samples):
