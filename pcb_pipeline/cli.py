@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -34,13 +35,14 @@ def cmd_demo(args) -> int:
 
 
 def cmd_sql(args) -> int:
+    from pcb_pipeline.backends.base import QueryTimeoutError
     from pcb_pipeline.backends.factory import warehouse
     from pcb_pipeline.knowledge.api import run_sql
     from pcb_pipeline.knowledge.sql_guard import UnsafeSQLError
 
-    try:
-        result = run_sql(args.query, warehouse())  # one read-only SELECT over the pipeline's tables
-    except UnsafeSQLError as e:
+    try:  # one read-only SELECT over the pipeline's tables, on a read-only connection, bounded in time and rows
+        result = run_sql(args.query, warehouse(read_only=True))
+    except (UnsafeSQLError, QueryTimeoutError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.json:
@@ -57,18 +59,21 @@ def cmd_ask(args) -> int:
     search (local index, or Cortex Search + AI_COMPLETE on PCB_BACKEND=snowflake). The question is checked before
     anything is loaded or connected."""
     from pcb_pipeline.backends import factory
+    from pcb_pipeline.backends.base import QueryTimeoutError
     from pcb_pipeline.knowledge.api import ask_data, ask_manuals, check_question
 
     try:
         if args.data is not None:
-            result = ask_data(check_question(args.data), factory.warehouse(), analyst=factory.data_analyst())
+            result = ask_data(check_question(args.data), factory.warehouse(read_only=True),
+                             analyst=factory.data_analyst())
         else:
             from pcb_pipeline.knowledge.search import resolve_category
 
             question = check_question(args.manuals)
             resolve_category(args.category)  # an unknown category is refused before the search is opened
             result = ask_manuals(question, category=args.category, search=factory.manual_search())
-    except (ValueError, factory.BackendConfigError) as e:  # empty question, unknown category, missing settings
+    except (ValueError, factory.BackendConfigError, QueryTimeoutError) as e:  # empty question, unknown category,
+        # missing settings, a query stopped at its time limit
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.json:
@@ -203,6 +208,8 @@ def cmd_app(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pcb-pipeline", description="PCB defect intelligence pipeline")
+    p.add_argument("--debug", action="store_true", help="show the full traceback when a command fails (anywhere "
+                                                      "on the line; or PCB_DEBUG=1)")
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser(
@@ -273,9 +280,36 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Every failure ends in one sentence on stderr (exit 1); ``--debug`` (anywhere on the line) or PCB_DEBUG=1
+    shows the traceback instead."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("PCB_DEBUG", "").strip().lower() in ("1", "true", "yes")
+    argv = [a for a in argv if a != "--debug"]
     settings.configure()
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - the user gets one sentence; --debug gets the traceback
+        if debug:
+            raise
+        print(f"error: {one_sentence(e)} (run with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+def one_sentence(e: BaseException) -> str:
+    """A failure as one line a user can act on: known causes in plain words, otherwise the message's first line."""
+    from pcb_pipeline.backends.locks import is_lock_error
+
+    if is_lock_error(e):
+        return ("the warehouse is busy: another process (a pipeline run, the app) holds it for writing; try again "
+                "when it finishes")
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    text = lines[0] if lines else type(e).__name__
+    text = text if len(text) <= 300 else text[:297] + "..."
+    return text if type(e).__name__ in text else f"{type(e).__name__}: {text}"
 
 
 if __name__ == "__main__":

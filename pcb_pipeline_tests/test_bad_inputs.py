@@ -7,6 +7,7 @@ populated, isolated world (raw boards landed, a YOLO dataset on the stage, a cha
 from __future__ import annotations
 
 import io
+import re
 import os
 import shutil
 import struct
@@ -190,8 +191,58 @@ def test_ingest_missing_split_file(world, instance, tmp_path):
 def test_ingest_missing_label_file(world, instance, deeppcb_template, tmp_path):
     root, _, label = _case(deeppcb_template, tmp_path)
     label.unlink()
-    with nothing_changes(world), pytest.raises(StepFailed, match=r"No such file.*" + label.name):
+    with nothing_changes(world), pytest.raises(StepFailed, match=re.escape(label.name) + r": no such file"):
         _ingest(world, instance, root)
+
+
+def _bad_image_cases(samples):
+    """(id, how to break the copied dataset, what the error says): every pair is decoded, not only the first."""
+    last = samples[-1]
+    return [
+        ("first_image_empty", lambda: samples[0].test_image.write_bytes(b""), r"the file is empty"),
+        ("last_image_not_an_image", lambda: last.test_image.write_text("hello"), r"not an image"),
+        ("last_template_missing", lambda: last.template_image.unlink(), r"no such file"),
+        ("last_image_truncated", lambda: last.test_image.write_bytes(last.test_image.read_bytes()[:500]),
+         r"corrupt or truncated"),
+        ("template_of_another_size", lambda: last.template_image.write_bytes(
+            __import__("cv2").imencode(".jpg", np.full((320, 320), 255, np.uint8))[1].tobytes()),
+         r"640x640 but its template .* is 320x320"),
+    ]
+
+
+@pytest.mark.parametrize("case", range(5), ids=["first_image_empty", "last_image_not_an_image",
+                                                 "last_template_missing", "last_image_truncated",
+                                                 "template_of_another_size"])
+def test_ingest_decodes_every_pair_before_touching_the_stage(world, instance, deeppcb_template, tmp_path, case):
+    root, split, _ = _case(deeppcb_template, tmp_path)
+    name, breaks, pattern = _bad_image_cases(deeppcb.read_split(split))[case]
+    breaks()
+    with nothing_changes(world), pytest.raises(StepFailed, match=r"previous landing is intact.*" + pattern):
+        _ingest(world, instance, root)
+
+
+def test_ingest_non_utf8_label_names_file_and_line(world, instance, deeppcb_template, tmp_path):
+    root, _, label = _case(deeppcb_template, tmp_path)
+    label.write_bytes(label.read_bytes() + b"10 10 40 40 \xff\n")
+    with nothing_changes(world), pytest.raises(StepFailed, match=r"not UTF-8 text") as e:
+        _ingest(world, instance, root)
+    assert f"{label.name}:" in str(e.value)
+
+
+def test_a_landing_replaces_the_previous_one_and_removes_what_it_no_longer_has(instance, tmp_path):
+    w = support.make_world(tmp_path / "world")
+    big, small = tmp_path / "big", tmp_path / "small"
+    write_synthetic_deeppcb(big, groups=2, images_per_group=3, seed=5)
+    write_synthetic_deeppcb(small, groups=1, images_per_group=2, seed=6)
+    for root in (big, small):
+        res = run_or_raise(dg.materialize([raw_pcb_images], resources=w.resources(), instance=instance,
+                                          raise_on_error=False,
+                                          run_config={"ops": {"raw_pcb_images": {"config": {"deeppcb_root": str(root)}}}}))
+    meta = res.asset_materializations_for_node("raw_pcb_images")[0].metadata
+    assert meta["files_written"].value == 3 * 2 + 1 and meta["stale_files_removed"].value == 3 * 6 + 1 - 1
+    landed = sorted(f.path.split("PCBData/", 1)[1] for f in w.stage().list("raw/deeppcb"))
+    expected = sorted(p.relative_to(small / "PCBData").as_posix() for p in (small / "PCBData").rglob("*") if p.is_file())
+    assert landed == expected
 
 
 def test_empty_label_file_is_a_valid_defect_free_board(tmp_path, deeppcb_template):

@@ -119,3 +119,44 @@ def test_demo_help_says_it_always_runs_the_embedded_default(capsys):
         main(["demo", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "embedded local default" in text and "whatever PCB_BACKEND says" in text
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_failures_are_one_sentence_and_debug_shows_the_traceback(trained_pipeline, tmp_path, capsys):
+    assert main(["sql", "SELECT no_such_column FROM DEFECT_LOGS"]) == 1
+    line = _one_line_error(capsys)
+    assert "no_such_column" in line and "--debug" in line
+    with pytest.raises(Exception, match="no_such_column"):
+        main(["sql", "SELECT no_such_column FROM DEFECT_LOGS", "--debug"])
+    capsys.readouterr()
+    assert main(["predict", str(tmp_path / "b.jpg"), "--weights", str(tmp_path / "missing.onnx")]) == 1
+    assert "missing.onnx" in _one_line_error(capsys)
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not a model at all")
+    assert main(["predict", str(tmp_path / "b.jpg"), "--weights", str(junk)]) == 1
+    assert _one_line_error(capsys).startswith("error:")
+
+
+def test_a_writer_holding_the_warehouse_gets_a_plain_sentence_and_readers_still_read(trained_pipeline, capsys):
+    import subprocess
+    import sys
+
+    from pcb_pipeline import settings
+
+    holder = subprocess.Popen(  # the pipeline writing: a read-write connection held by another process
+        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('ready', flush=True); "
+                               "time.sleep(60)", str(settings.paths().warehouse)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        assert main(["sql", "SELECT COUNT(*) AS n FROM DEFECT_LOGS"]) == 1
+        assert "the warehouse is busy" in _one_line_error(capsys)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert main(["sql", "SELECT COUNT(*) AS n FROM DEFECT_LOGS", "--json"]) == 0

@@ -27,7 +27,7 @@ def _stage(key: str):
 def _warehouse(key: str):
     from pcb_pipeline.backends.factory import warehouse
 
-    return warehouse()
+    return warehouse(read_only=True)  # the app only reads; it never holds the pipeline's write lock
 
 
 def get_stage():

@@ -38,16 +38,28 @@ class Stage(Protocol):
         ...
 
 
+class QueryTimeoutError(RuntimeError):
+    """A statement ran past its time limit and was stopped."""
+
+
 @runtime_checkable
 class Warehouse(Protocol):
     """Tables and SQL. Every statement is written in Snowflake dialect; the local backend transpiles it."""
 
     def execute(self, sql: str) -> None: ...
 
-    def query(self, sql: str) -> pd.DataFrame: ...
+    def query(self, sql: str, timeout_s: float | None = None, max_rows: int | None = None) -> pd.DataFrame:
+        """Rows of one SELECT. ``timeout_s``: stop the statement after this long (QueryTimeoutError);
+        ``max_rows``: fetch at most this many rows (the rest is never transferred)."""
+        ...
 
     def replace_rows(self, table: str, key_column: str, key_value: str, rows: pd.DataFrame) -> int:
         """Atomically delete the rows whose key_column equals key_value and insert `rows`; returns rows written."""
+        ...
+
+    def replace_batch(self, key_column: str, key_value: str, tables: dict[str, pd.DataFrame]) -> dict[str, int]:
+        """replace_rows over several tables in ONE transaction (a batch's detections and its board rows appear
+        together or not at all); returns rows written per table."""
         ...
 
     def upsert(self, table: str, key_columns: list[str], rows: pd.DataFrame) -> int: ...
@@ -114,6 +126,24 @@ def stage_templates(stage: Stage, board_paths: Iterable[str]) -> dict[str, str]:
     on_stage = {f.path for d in folders for f in stage.list("" if d == "." else d)}
     found = {p: listed_template(p, on_stage) for p in boards}
     return {p: t for p, t in found.items() if t}
+
+
+def replace_prefix(stage: Stage, prefix: str, files: list[tuple[Path, str]],
+                   on_put: Callable[[], None] | None = None) -> tuple[int, int]:
+    """Make the stage hold exactly ``files`` (local file, stage path) under ``prefix``: (written, removed).
+
+    Never a moment with the previous content gone: every new file is written first, in the order given (put the
+    index, e.g. the split file, last), each put atomic; only then are the files the new set lacks removed. A failure
+    part-way leaves every previous file that was not yet replaced by its validated successor."""
+    written = set()
+    for local, stage_path in files:
+        written.add(stage.put_file(local, stage_path))
+        if on_put is not None:
+            on_put()
+    stale = [f.path for f in stage.list(prefix) if f.path not in written]
+    for path in stale:
+        stage.remove_prefix(path)
+    return len(written), len(stale)
 
 
 def batched(items: Iterable, size: int):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from pcb_pipeline import settings
 
@@ -29,13 +30,16 @@ def stage() -> Stage:
     return connect.stage()
 
 
-def warehouse() -> Warehouse:
+def warehouse(read_only: bool = False) -> Warehouse:
+    """The configured warehouse. ``read_only`` (questions, typed SQL, the app): on DuckDB a read-only connection,
+    so many readers run side by side and a reader can never write; the pipeline's writers retry around them."""
     from .local import DuckDBWarehouse
 
     if backend_name() == "local":
-        wh = DuckDBWarehouse(settings.configure().warehouse)
-        wh.ensure_schema()
-        return wh
+        path = settings.configure().warehouse
+        if not read_only or not Path(path).exists():
+            DuckDBWarehouse(path).ensure_schema()  # creates the file and tables once
+        return DuckDBWarehouse(path, read_only=read_only)
     from .snowflake import connect
 
     return connect.warehouse()

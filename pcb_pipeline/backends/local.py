@@ -15,7 +15,8 @@ from typing import Callable
 import duckdb
 import pandas as pd
 
-from .base import StageFile, TrainingRequest, TrainingResult
+from .locks import retry_on_lock
+from .base import QueryTimeoutError, StageFile, TrainingRequest, TrainingResult
 from .sqlutil import read_sql_file, to_duckdb
 
 
@@ -47,7 +48,14 @@ class LocalStage:
         self.root.mkdir(parents=True, exist_ok=True)
 
     def path(self, stage_path: str) -> Path:
-        return self.root / clean_stage_path(stage_path)
+        """The file behind a stage path, checked where it really resolves: a path that passes through a symbolic
+        link (which could point anywhere, inside the stage or out of it) is refused, so the stage only ever reads
+        and writes its own files."""
+        target = self.root / clean_stage_path(stage_path)
+        if target.resolve() != target:
+            raise StagePathError(f"stage path {stage_path!r} passes through a symbolic link; the stage holds "
+                                 "plain files only")
+        return target
 
     def put_file(self, local: Path, stage_path: str) -> str:
         target = self.path(stage_path)
@@ -83,16 +91,20 @@ class LocalStage:
         return Path(local_dir)
 
     def list(self, prefix: str = "") -> list[StageFile]:
+        """Every file under the prefix, dot-files included (the upload sensor reports them), except this stage's
+        own in-flight ``.<name>.part`` copies. Symbolic links are listed (so they are reported) but never followed."""
         base = self.path(prefix) if prefix else self.root
         if base.is_file():
             files = [base]
         elif base.is_dir():
-            files = [f for f in base.rglob("*") if f.is_file() and not f.name.startswith(".")]
+            files = [Path(d) / n for d, dirs, names in os.walk(base) for n in names + [x for x in dirs
+                                                                                     if (Path(d) / x).is_symlink()]]
+            files = [f for f in files if not _in_flight(f.name) and (f.is_file() or f.is_symlink())]
         else:
             return []
         out = []
         for f in sorted(files):
-            st = f.stat()
+            st = f.lstat()
             out.append(StageFile(f.relative_to(self.root).as_posix(), st.st_size,
                                  datetime.fromtimestamp(st.st_mtime, tz=timezone.utc)))
         return out
@@ -101,13 +113,20 @@ class LocalStage:
         return self.path(stage_path).as_uri()
 
     def remove_prefix(self, stage_prefix: str) -> int:
+        """Files (and links) really removed; links are removed themselves, never what they point to."""
         target = self.path(stage_prefix)
         if target.is_file():
             target.unlink()
             return 1
-        n = sum(1 for f in target.rglob("*") if f.is_file()) if target.is_dir() else 0
-        shutil.rmtree(target, ignore_errors=True)
+        if not target.is_dir():
+            return 0
+        n = sum(len(names) + sum(1 for x in dirs if (Path(d) / x).is_symlink()) for d, dirs, names in os.walk(target))
+        shutil.rmtree(target)
         return n
+
+
+def _in_flight(name: str) -> bool:
+    return name.startswith(".") and name.endswith(".part")
 
 
 class DuckDBWarehouse:
@@ -126,7 +145,9 @@ class DuckDBWarehouse:
     def _connect(self):
         if self._memory_con is not None:
             return self._memory_con.cursor()
-        return duckdb.connect(self.path, read_only=self.read_only and Path(self.path).exists())
+        if self.read_only and Path(self.path).exists():  # a reader waits out a writer's moment, never blocks readers
+            return retry_on_lock(duckdb.connect, self.path, read_only=True, attempts=6)
+        return duckdb.connect(self.path)
 
     def ensure_schema(self) -> None:
         for stmt in read_sql_file("tables.sql"):
@@ -140,33 +161,49 @@ class DuckDBWarehouse:
             finally:
                 con.close()
 
-    def query(self, sql: str) -> pd.DataFrame:
+    def query(self, sql: str, timeout_s: float | None = None, max_rows: int | None = None) -> pd.DataFrame:
         with self._lock:
             con = self._connect()
+            timer = threading.Timer(timeout_s, con.interrupt) if timeout_s else None
             try:
-                return con.execute(to_duckdb(sql)).fetchdf()
+                if timer:
+                    timer.start()
+                cur = con.execute(to_duckdb(sql))
+                if max_rows is None:
+                    return cur.fetchdf()
+                names = [d[0] for d in cur.description or []]
+                return pd.DataFrame.from_records(cur.fetchmany(max_rows), columns=names)
+            except duckdb.InterruptException:
+                raise QueryTimeoutError(f"the query ran longer than {timeout_s:g} s and was stopped") from None
             finally:
+                if timer:
+                    timer.cancel()
                 con.close()
 
     def replace_rows(self, table: str, key_column: str, key_value: str, rows: pd.DataFrame) -> int:
-        _check_identifier(table, key_column, *rows.columns)
+        return self.replace_batch(key_column, key_value, {table: rows})[table]
+
+    def replace_batch(self, key_column: str, key_value: str, tables: dict[str, pd.DataFrame]) -> dict[str, int]:
+        """One transaction over every table: all of a batch's rows appear together or not at all."""
+        _check_identifier(key_column, *tables, *(c for rows in tables.values() for c in rows.columns))
         with self._lock:
             con = self._connect()
             try:
                 con.execute("BEGIN TRANSACTION")
-                con.execute(f'DELETE FROM {table} WHERE "{key_column}" = ?', [key_value])
-                if len(rows):
-                    con.register("incoming", rows)
-                    cols = ", ".join(f'"{c}"' for c in rows.columns)
-                    con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM incoming")
-                    con.unregister("incoming")
+                for table, rows in tables.items():
+                    con.execute(f'DELETE FROM {table} WHERE "{key_column}" = ?', [key_value])
+                    if len(rows):
+                        con.register("incoming", rows)
+                        cols = ", ".join(f'"{c}"' for c in rows.columns)
+                        con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM incoming")
+                        con.unregister("incoming")
                 con.execute("COMMIT")
             except Exception:
                 con.execute("ROLLBACK")
                 raise
             finally:
                 con.close()
-        return len(rows)
+        return {table: len(rows) for table, rows in tables.items()}
 
     def upsert(self, table: str, key_columns: list[str], rows: pd.DataFrame) -> int:
         _check_identifier(table, *key_columns, *rows.columns)
@@ -211,16 +248,46 @@ class LocalTrainingDispatcher:
         out_dir = self.work_dir / "training" / request.run_name
         shutil.rmtree(out_dir, ignore_errors=True)
         proc = subprocess.Popen(self.command(request, out_dir), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env})
+                                text=True, env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
+                                preexec_fn=_die_with_parent)
         tail: list[str] = []
         assert proc.stdout is not None
-        for line in proc.stdout:
-            line = line.rstrip()
-            tail = (tail + [line])[-40:]
-            log(line)
-        if proc.wait() != 0:
-            raise RuntimeError(f"training exited with code {proc.returncode}; last lines:\n" + "\n".join(tail))
+        try:
+            for line in proc.stdout:
+                line = line.rstrip()
+                tail = (tail + [line])[-40:]
+                log(line)
+            returncode = proc.wait()
+        finally:  # interrupted (Ctrl-C, a terminated run): the training process goes with us
+            stop_process(proc)
+        if returncode != 0:
+            raise RuntimeError(f"training exited with code {returncode}; last lines:\n" + "\n".join(tail))
         return collect_training_output(out_dir, self.stage, request)
+
+
+def stop_process(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """Terminate a child that is still running, then kill it if it does not stop within grace_s."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec (Linux): SIGKILL when the parent dies, even if it is killed with SIGKILL, so a
+    killed pipeline process never leaves a training process running behind it (SIGKILL because an inherited
+    "ignore SIGTERM" would survive exec and defeat a gentler signal). No-op elsewhere."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        pass
 
 
 def collect_training_output(out_dir: Path, stage, request: TrainingRequest) -> TrainingResult:

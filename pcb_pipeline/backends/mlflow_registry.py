@@ -94,8 +94,38 @@ class MLflowRegistry:
         if not (target / "best.pt").is_file():
             tmp = Path(mlflow.artifacts.download_artifacts(f"models:/{self.model_name}/{version.version}",
                                                            dst_path=str(dest_dir / f".v{version.version}.tmp")))
+            files = tmp / "artifacts"
+            if not files.is_dir():  # recorded under a home that has moved: MLflow stores absolute artifact URIs
+                files = self._relocated_model_files(version)
             target.mkdir(parents=True, exist_ok=True)
-            for f in (tmp / "artifacts").iterdir():
+            for f in files.iterdir():
                 shutil.copyfile(f, target / ("best" + f.suffix))
             shutil.rmtree(tmp, ignore_errors=True)
         return target / "best.pt"
+
+    def _relocated_model_files(self, version: ModelVersion) -> Path:
+        """A registered model's files where they are now: MLflow records each artifact location as an absolute
+        URI, so after PCB_HOME is moved or copied the recorded path is stale. The part below the experiment's
+        artifact root is re-rooted at the artifact folder beside this tracking database (settings' layout:
+        <home>/mlflow/mlflow.db and <home>/mlflow/artifacts)."""
+        import mlflow
+        from urllib.parse import unquote, urlparse
+
+        mv = self.client.get_model_version(self.model_name, version.version)
+        logged = mlflow.get_logged_model(str(mv.source).removeprefix("models:/"))
+        root = self.client.get_experiment(logged.experiment_id).artifact_location.rstrip("/")
+        recorded = logged.artifact_location
+        if not recorded.startswith(root + "/"):
+            raise FileNotFoundError(f"{self.model_name} v{version.version}: artifacts at {recorded} are missing")
+        here = _artifact_root(self.tracking_uri) / unquote(recorded[len(root) + 1:]) / "artifacts"
+        if not here.is_dir():
+            raise FileNotFoundError(f"{self.model_name} v{version.version}: artifacts neither at {recorded} nor at "
+                                    f"{here}")
+        return here
+
+
+def _artifact_root(tracking_uri: str) -> Path:
+    """<home>/mlflow/artifacts for a sqlite:///<home>/mlflow/mlflow.db tracking URI."""
+    if not tracking_uri.startswith("sqlite:///"):
+        raise FileNotFoundError(f"cannot relocate artifacts for tracking URI {tracking_uri}")
+    return Path(tracking_uri[len("sqlite:///"):]).parent / "artifacts"

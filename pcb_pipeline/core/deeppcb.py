@@ -84,13 +84,52 @@ def template_beside(test_image: Path) -> Path | None:
     return next((p for p in template_candidates(Path(test_image)) if p.is_file()), None)
 
 
+def _read_text(path: Path) -> str:
+    """A split or label file as text; a missing or non-UTF-8 file is a DeepPCBFormatError naming it."""
+    try:
+        return Path(path).read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise DeepPCBFormatError(f"{path}: no such file") from None
+    except UnicodeDecodeError as e:
+        line = Path(path).read_bytes()[:e.start].count(b"\n") + 1
+        raise DeepPCBFormatError(f"{path}:{line}: not UTF-8 text (byte 0x{e.object[e.start]:02x}); "
+                                 "label and split files are plain ASCII") from None
+    except OSError as e:
+        raise DeepPCBFormatError(f"{path}: cannot read ({e.strerror or e})") from None
+
+
+MAX_LISTED_PROBLEMS = 10  # a landing's error names this many bad files, then counts the rest
+
+
+def check_pairs(samples: list[Sample], progress=None) -> None:
+    """Decode every test image and template and check they match in size, before anything is landed: one
+    DeepPCBFormatError naming the bad files (the first MAX_LISTED_PROBLEMS) instead of a half-landed dataset."""
+    from .images import BadImageError, read_gray
+
+    problems: list[str] = []
+    for s in samples:
+        try:
+            test, template = read_gray(s.test_image), read_gray(s.template_image)
+            if test.shape != template.shape:
+                problems.append(f"{s.test_image}: {test.shape[1]}x{test.shape[0]} but its template "
+                                f"{s.template_image.name} is {template.shape[1]}x{template.shape[0]}")
+        except BadImageError as e:
+            problems.append(str(e))
+        if progress is not None:
+            progress.step()
+    if problems:
+        listed = "; ".join(problems[:MAX_LISTED_PROBLEMS])
+        more = f" (and {len(problems) - MAX_LISTED_PROBLEMS} more)" if len(problems) > MAX_LISTED_PROBLEMS else ""
+        raise DeepPCBFormatError(f"{len(problems)} of {len(samples)} pairs cannot be landed: {listed}{more}")
+
+
 def read_split(split_file: Path) -> list[Sample]:
     """Parse a split file; paths are resolved against the split file's folder (PCBData/)."""
     split_file = Path(split_file)
     base = split_file.parent
     samples: list[Sample] = []
     seen: set[str] = set()
-    for lineno, raw in enumerate(split_file.read_text().splitlines(), start=1):
+    for lineno, raw in enumerate(_read_text(split_file).splitlines(), start=1):
         line = raw.strip()
         if not line:
             continue
@@ -124,7 +163,7 @@ def read_labels(label_file: Path, image_size: tuple[int, int] = (IMAGE_SIZE, IMA
     label_file = Path(label_file)
     width, height = image_size
     boxes: list[Box] = []
-    for lineno, raw in enumerate(label_file.read_text().splitlines(), start=1):
+    for lineno, raw in enumerate(_read_text(label_file).splitlines(), start=1):
         line = raw.strip()
         if not line:
             continue

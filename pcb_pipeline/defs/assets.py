@@ -13,7 +13,8 @@ import pandas as pd
 import yaml
 
 from pcb_pipeline import settings
-from pcb_pipeline.backends.base import TrainingRequest, TrainingResult, stage_templates
+from pcb_pipeline.backends.base import TrainingRequest, TrainingResult, replace_prefix, stage_templates
+from pcb_pipeline.backends.locks import retry_on_lock
 from pcb_pipeline.core import deeppcb, synthetic, yolo_format
 from pcb_pipeline.core.classes import CLASS_NAMES
 from pcb_pipeline.core.defect_logs import InspectedImage, board_id_from_path, build_rows
@@ -66,17 +67,14 @@ def raw_pcb_images(context: dg.AssetExecutionContext, config: RawImagesConfig,
             split_file = synthetic.write_synthetic_deeppcb(Path(tmp), config.synthetic_groups,
                                                            config.synthetic_images_per_group, config.seed)
             origin = f"synthetic boards (seed {config.seed})"
-        samples = deeppcb.read_split(split_file)
-        counts = Counter(b.class_id for s in samples for b in deeppcb.read_labels(s.label_file))  # validate first
-        base = split_file.parent
-        st.remove_prefix(RAW_PREFIX)
-        landing = Progress("landing pairs", len(samples), context.log.info)
-        for s in samples:
-            landing.step()
-            for f in (s.test_image, s.template_image, s.label_file):
-                if f.is_file():
-                    st.put_file(f, f"{RAW_PREFIX}/PCBData/{f.relative_to(base).as_posix()}")
-        st.put_file(split_file, f"{RAW_PREFIX}/PCBData/{split_file.name}")
+        try:  # everything is read and decoded before the stage is touched
+            samples = deeppcb.read_split(split_file)
+            counts = Counter(b.class_id for s in samples for b in deeppcb.read_labels(s.label_file))
+            deeppcb.check_pairs(samples, Progress("checking pairs", len(samples), context.log.info))
+        except deeppcb.DeepPCBFormatError as e:
+            raise dg.Failure(f"nothing landed, the previous landing is intact: {e}", allow_retries=False) from None
+        written, removed = replace_prefix(st, RAW_PREFIX, landing_files(samples, split_file),
+                                          Progress("landing files", 3 * len(samples) + 1, context.log.info).step)
         preview = preview_markdown([read_image(s.test_image) for s in samples[:4]], "first boards")
     return dg.MaterializeResult(metadata={
         "source": origin,
@@ -84,8 +82,18 @@ def raw_pcb_images(context: dg.AssetExecutionContext, config: RawImagesConfig,
         "groups": dg.MetadataValue.json(sorted({s.group for s in samples})),
         "boxes_per_class": dg.MetadataValue.json(_per_class(counts)),
         "stage_uri": st.uri(RAW_PREFIX),
+        "files_written": written,
+        "stale_files_removed": removed,
         "preview": preview,
     })
+
+
+def landing_files(samples: list[deeppcb.Sample], split_file: Path) -> list[tuple[Path, str]]:
+    """(local file, stage path) of a landing: every pair's test image, template and labels, the split file last."""
+    base = split_file.parent
+    pairs = [(f, f"{RAW_PREFIX}/PCBData/{f.relative_to(base).as_posix()}")
+             for s in samples for f in (s.test_image, s.template_image, s.label_file)]
+    return pairs + [(split_file, f"{RAW_PREFIX}/PCBData/{split_file.name}")]
 
 
 def _download_raw(st, split: str = "trainval") -> list[deeppcb.Sample]:
@@ -248,7 +256,6 @@ UPLOAD_PARTITIONS = dg.DynamicPartitionsDefinition(name="uploads")  # key = path
 INFERENCE_RETRY = dg.RetryPolicy(max_retries=3, delay=2.0, backoff=dg.Backoff.EXPONENTIAL,
                                  jitter=dg.Jitter.PLUS_MINUS)
 IMAGE_FILE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
-_LOCK_MARKERS = ("could not set lock", "conflicting lock", "database is locked", "lock on file")
 
 
 HELDOUT_PREFIX = f"{DATASET_PREFIX}/images/val"
@@ -265,30 +272,6 @@ class InferenceConfig(dg.Config):
 
 class UploadInferenceConfig(dg.Config):
     confidence: float = 0.25
-
-
-def is_lock_error(exc: BaseException) -> bool:
-    """True for 'another process holds the database' errors (DuckDB allows one writing process; sqlite likewise)."""
-    text = str(exc).lower()
-    return any(m in text for m in _LOCK_MARKERS)
-
-
-def retry_on_lock(fn, *args, attempts: int = 10, base_delay: float = 0.1, max_delay: float = 4.0, log=None,
-                  **kwargs):
-    """Call fn, retrying with exponential backoff and jitter while another process holds the warehouse lock."""
-    import random
-    import time
-
-    for attempt in range(1, attempts + 1):
-        try:
-            return fn(*args, **kwargs)
-        except Exception as e:  # noqa: BLE001 - only lock errors are retried, everything else re-raised
-            if not is_lock_error(e) or attempt == attempts:
-                raise
-            delay = min(max_delay, base_delay * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5)
-            if log:
-                log(f"warehouse locked by another process (attempt {attempt}/{attempts}); retrying in {delay:.2f}s")
-            time.sleep(delay)
 
 
 def upload_stage_path(partition_key: str) -> str:
@@ -448,9 +431,10 @@ def _rows(context, wh, champion, batch_id: str, inspected: list) -> dict:
 
 
 def _store(context, wh, batch_id: str, out: dict) -> None:
-    """Replace the batch's rows; waits (with backoff) while another process holds the warehouse."""
-    retry_on_lock(wh.replace_rows, "DEFECT_LOGS", "batch_id", batch_id, out["logs"], log=context.log.info)
-    retry_on_lock(wh.replace_rows, "BOARD_INSPECTIONS", "batch_id", batch_id, out["inspections"],
+    """Replace the batch's rows in both tables in one transaction (never detections without their board rows);
+    waits (with backoff) while another process holds the warehouse."""
+    retry_on_lock(wh.replace_batch, "batch_id", batch_id, {"DEFECT_LOGS": out["logs"],
+                                                           "BOARD_INSPECTIONS": out["inspections"]},
                   log=context.log.info)
 
 

@@ -18,7 +18,8 @@ from datetime import datetime, timezone
 import dagster as dg
 
 from pcb_pipeline.core.classes import CLASS_NAMES
-from pcb_pipeline.defs.assets import defect_logs, registered_model, retry_on_lock, upload_defect_logs
+from pcb_pipeline.backends.locks import retry_on_lock
+from pcb_pipeline.defs.assets import defect_logs, registered_model, upload_defect_logs
 from pcb_pipeline.defs.resources import RegistryResource, WarehouseResource
 
 PARTITION_TAG = "dagster/partition"

@@ -56,6 +56,7 @@ from typing import Callable, Iterable, Mapping, Protocol
 import dagster as dg
 
 from pcb_pipeline import settings
+from pcb_pipeline.backends.local import StagePathError
 from pcb_pipeline.core.deeppcb import is_template_name, listed_template
 from pcb_pipeline.defs.assets import IMAGE_FILE_SUFFIXES, UPLOAD_PARTITIONS, UPLOAD_PREFIX, upload_stage_path
 from pcb_pipeline.defs.jobs import upload_inference_job
@@ -410,6 +411,9 @@ def plan_uploads(files: Iterable, cursor: UploadCursor, now: float, s: UploadSen
             data = read_bytes(f)
         except FileNotFoundError:
             reports.append(UploadReport(f.path, "waiting", "disappeared before it could be read"))
+            continue
+        except StagePathError as e:  # a symbolic link: never followed, reported once
+            reject(str(e))
             continue
         except Exception as e:  # noqa: BLE001 - a read error is reported and retried next tick, never a crash
             reports.append(UploadReport(f.path, "error", f"could not be read ({type(e).__name__}: {e})"))

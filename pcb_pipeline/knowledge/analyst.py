@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .semantic_model import SemanticModel, load_semantic_model
-from .sql_guard import UnsafeSQLError, guard_model_sql
+from .sql_guard import UnsafeSQLError, guard_model_sql, run_guarded
 from .text2sql import DataAnswer, frame_to_rows
 
 ANALYST_PATH = "/api/v2/cortex/analyst/message"
@@ -114,7 +114,7 @@ class CortexAnalystClient:
         except UnsafeSQLError as e:
             return DataAnswer(None, [], [], f"Cannot answer: Cortex Analyst SQL refused by the guard: {e}",
                               reply.suggestions, self.backend, False)
-        cols, rows = frame_to_rows(warehouse.query(guarded.sql))
+        cols, rows = frame_to_rows(run_guarded(warehouse, guarded))
         return DataAnswer(guarded.sql, cols, rows, reply.text or "Cortex Analyst", reply.suggestions, self.backend,
                           True)
 

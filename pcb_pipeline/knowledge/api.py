@@ -17,7 +17,7 @@ from .corpus import Chunk, build_corpus, chunks_to_frame, load_chunks, save_chun
 from .manuals import build_manual_pdfs  # noqa: F401 - re-exported
 from .search import Answer, LocalManualSearch, ManualSearch
 from .semantic_model import SemanticModel, load_semantic_model, logical_to_physical
-from .sql_guard import UnsafeSQLError, guard_model_sql
+from .sql_guard import UnsafeSQLError, guard_model_sql, run_guarded
 from .text2sql import DataAnswer, LocalDataAnalyst, frame_to_rows
 
 _LOCK = threading.Lock()
@@ -58,7 +58,7 @@ def run_sql(sql: str, warehouse, model: SemanticModel | None = None) -> dict:
     """Run typed SQL after the guard (one read-only SELECT over the model's tables); raises UnsafeSQLError."""
     model = model or load_semantic_model()
     guarded = guard_model_sql(sql, model)
-    cols, rows = frame_to_rows(warehouse.query(guarded.sql))
+    cols, rows = frame_to_rows(run_guarded(warehouse, guarded))
     return {"sql": guarded.sql, "columns": cols, "rows": rows, "interpretation": "SQL as typed (checked read-only)"}
 
 

@@ -116,9 +116,46 @@ def guard_sql(sql: str, allowed_tables: Iterable[str], database: str | None = No
             read.add(name)
     if not read:
         raise UnsafeSQLError(f"rejected: the query reads none of the allowed tables ({listing})")
+    _refuse_unbounded_joins(tree)
     if re.search(r"--|/\*|//", text):
         text = tree.sql(dialect="snowflake", comments=False)
     return GuardedSQL(sql=text.rstrip().rstrip(";").rstrip(), tables=frozenset(read))
+
+
+def _refuse_unbounded_joins(tree: exp.Expression) -> None:
+    """A join without a condition that relates its two sides (CROSS JOIN, a comma, ON TRUE, ON 1 = 1) multiplies
+    row counts: six tables of 10^4 rows make 10^24. It is allowed only when the joined side is provably one row (a
+    subquery or CTE that aggregates without GROUP BY, or has LIMIT 1), the usual way to divide by a total."""
+    ctes = {c.alias_or_name.upper(): c.this for c in tree.find_all(exp.CTE)}
+    for join in tree.find_all(exp.Join):
+        condition = join.args.get("on")
+        if join.args.get("using") or (condition is not None and condition.find(exp.Column) is not None):
+            continue
+        side = join.this
+        if isinstance(side, exp.Table) and not side.args.get("db") and side.name.upper() in ctes:
+            side = ctes[side.name.upper()]
+        if not _single_row(side):
+            raise UnsafeSQLError(f"rejected: a join without a condition ({join.sql(dialect='snowflake')[:80]}) "
+                                 "multiplies the tables' rows; join ON matching columns such as board_id")
+
+
+def _single_row(node: exp.Expression) -> bool:
+    select = node.this if isinstance(node, exp.Subquery) else node
+    if not isinstance(select, exp.Select):
+        return False
+    limit = select.args.get("limit")
+    if limit is not None and limit.expression is not None and limit.expression.name == "1":
+        return True
+    return not select.args.get("group") and any(e.find(exp.AggFunc) for e in select.expressions)
+
+
+USER_QUERY_TIMEOUT_S = 30.0  # a question or typed query is stopped after this; the dashboards answer in < 1 s
+MAX_RESULT_ROWS = 5000  # rows shown for one question; more are never fetched
+
+
+def run_guarded(warehouse, guarded: GuardedSQL):
+    """Run a guarded user query bounded in time and rows (a DataFrame of at most MAX_RESULT_ROWS rows)."""
+    return warehouse.query(guarded.sql, timeout_s=USER_QUERY_TIMEOUT_S, max_rows=MAX_RESULT_ROWS)
 
 
 def guard_model_sql(sql: str, model, qualified_ok: bool = True) -> GuardedSQL:

@@ -21,10 +21,9 @@ import re
 from dataclasses import dataclass, field
 
 from .semantic_model import LogicalTable, ModelColumn, ModelMetric, SemanticModel, load_semantic_model
-from .sql_guard import GuardedSQL, UnsafeSQLError, guard_model_sql
+from .sql_guard import MAX_RESULT_ROWS, GuardedSQL, UnsafeSQLError, guard_model_sql, run_guarded
 from .text import fold_phrases, stem
 
-MAX_ROWS = 5000
 
 
 class CannotAnswer(Exception):
@@ -870,7 +869,7 @@ def interpret(plan: Plan) -> str:
 def frame_to_rows(df) -> tuple[list[str], list[list]]:
     cols = [str(c) for c in df.columns]
     rows = []
-    for rec in df.head(MAX_ROWS).itertuples(index=False, name=None):
+    for rec in df.head(MAX_RESULT_ROWS).itertuples(index=False, name=None):
         rows.append([_json_safe(v) for v in rec])
     return cols, rows
 
@@ -937,6 +936,5 @@ class LocalDataAnalyst:
                               e.suggestions or self.engine.suggestions(), "none", False)
         except UnsafeSQLError as e:
             return DataAnswer(None, [], [], f"Cannot answer: {e}", self.engine.suggestions(), "none", False)
-        df = warehouse.query(guarded.sql)
-        cols, rows = frame_to_rows(df)
+        cols, rows = frame_to_rows(run_guarded(warehouse, guarded))
         return DataAnswer(guarded.sql, cols, rows, interpretation, [], source, True)

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -8,6 +11,9 @@ from pcb_pipeline.backends.local import DuckDBWarehouse, LocalStage, StagePathEr
 from pcb_pipeline.backends.mlflow_registry import promotion_decision
 from pcb_pipeline.backends.sqlutil import read_sql_file, to_duckdb
 from pcb_pipeline.core.defect_logs import DEFECT_LOG_COLUMNS
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared warehouse contract
+from warehouse_contract import assert_a_batch_is_one_transaction  # noqa: E402
 
 GOLDEN = ("SELECT detected_class, COUNT(*) FROM DEFECT_LOGS WHERE factory_line_id = 'SHANGHAI' "
           "AND timestamp >= DATEADD(week, -1, CURRENT_DATE()) GROUP BY detected_class")
@@ -40,6 +46,10 @@ def test_golden_query_runs_as_written(wh):
     wh.replace_rows("DEFECT_LOGS", "batch_id", "pen", _logs("pen", 4, line="PENANG"))
     out = wh.query(GOLDEN)
     assert out.values.tolist() == [["spur", 3]]
+
+
+def test_a_batch_is_written_to_both_tables_in_one_transaction(wh):
+    assert_a_batch_is_one_transaction(wh, _logs)
 
 
 def test_replace_rows_is_idempotent_and_atomic(wh):
@@ -79,6 +89,38 @@ def test_stage_round_trip_and_traversal(tmp_path):
             st.put_file(src, bad)
     assert not (tmp_path / "escape.txt").exists()
     assert st.remove_prefix("dir") == 1 and st.list() == []
+
+
+def test_stage_refuses_symbolic_links_and_counts_only_what_it_removed(tmp_path):
+    st = LocalStage(tmp_path / "stage")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("not the stage's")
+    (st.root / "uploads").mkdir()
+    (st.root / "uploads" / "linked").symlink_to(outside, target_is_directory=True)
+    (st.root / "uploads" / "board.jpg").symlink_to(outside / "keep.txt")
+    src = tmp_path / "a.txt"
+    src.write_text("hello")
+    with pytest.raises(StagePathError, match="symbolic link"):
+        st.put_file(src, "uploads/linked/a.txt")  # would have written outside the stage
+    assert sorted(p.name for p in outside.iterdir()) == ["keep.txt"]
+    with pytest.raises(StagePathError, match="symbolic link"):
+        st.get_file("uploads/board.jpg", tmp_path / "got.jpg")
+    with pytest.raises(StagePathError, match="symbolic link"):
+        st.remove_prefix("uploads/linked")
+    listed = [f.path for f in st.list("uploads")]
+    assert listed == ["uploads/board.jpg", "uploads/linked"]  # visible (to be reported), never followed
+    st.put_file(src, "uploads/real.txt")
+    assert st.remove_prefix("uploads") == 3  # two links and one file, nothing behind the links
+    assert (outside / "keep.txt").read_text() == "not the stage's"
+
+
+def test_stage_lists_dot_files_but_not_its_own_partial_copies(tmp_path):
+    st = LocalStage(tmp_path / "stage")
+    (st.root / "uploads").mkdir()
+    (st.root / "uploads" / ".board.jpg").write_bytes(b"x")
+    (st.root / "uploads" / ".other.jpg.part").write_bytes(b"x")  # put_file's in-flight copy
+    assert [f.path for f in st.list("uploads")] == ["uploads/.board.jpg"]
 
 
 def _mv(v: str, m: float) -> ModelVersion:
@@ -122,3 +164,77 @@ def test_factory_knowledge_engines_on_the_local_backend(tmp_path, monkeypatch):
     wh.replace_rows("DEFECT_LOGS", "batch_id", "b1", _logs("b1", 3))
     out = api.ask_data("How many defects per factory line?", wh, analyst=analyst)
     assert out["rows"] == [["SHANGHAI", 3]]
+
+
+def _alive(pid: int) -> bool:
+    """Running (not gone, not a zombie waiting for a reaper)."""
+    try:
+        state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in ("Z", "X")
+
+
+_SLEEPER = "import os, sys, time; open(sys.argv[1], 'w').write(str(os.getpid())); print('started', flush=True); time.sleep(120)"
+
+
+def _wait_for_pid(pid_file, timeout=20.0) -> int:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pid_file.exists() and pid_file.read_text():
+            return int(pid_file.read_text())
+        time.sleep(0.05)
+    raise AssertionError("the child never started")
+
+
+def test_an_interrupted_training_takes_its_process_with_it(tmp_path):
+    import sys
+
+    from pcb_pipeline.backends.base import TrainingRequest
+    from pcb_pipeline.backends.local import LocalTrainingDispatcher
+
+    pid_file = tmp_path / "child.pid"
+
+    class Sleeper(LocalTrainingDispatcher):
+        def command(self, request, out_dir):
+            return [sys.executable, "-c", _SLEEPER, str(pid_file)]
+
+    def interrupt(line):
+        raise KeyboardInterrupt  # Ctrl-C (or Dagster terminating the step) while training runs
+
+    d = Sleeper(LocalStage(tmp_path / "stage"), tmp_path / "work")
+    with pytest.raises(KeyboardInterrupt):
+        d.train(TrainingRequest(tmp_path, "smoke", "r1"), log=interrupt)
+    assert not _alive(_wait_for_pid(pid_file))
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="parent-death signal is Linux-only")
+def test_a_killed_pipeline_process_leaves_no_training_process_behind(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pid_file = tmp_path / "child.pid"
+    parent = subprocess.Popen([sys.executable, "-c", f"""
+import sys
+from pathlib import Path
+from pcb_pipeline.backends.base import TrainingRequest
+from pcb_pipeline.backends.local import LocalStage, LocalTrainingDispatcher
+class Sleeper(LocalTrainingDispatcher):
+    def command(self, request, out_dir):
+        return [sys.executable, "-c", {_SLEEPER!r}, {str(pid_file)!r}]
+Sleeper(LocalStage(Path({str(tmp_path / 'stage')!r})), Path({str(tmp_path / 'work')!r})).train(
+    TrainingRequest(Path('.'), 'smoke', 'r1'), log=print)
+"""])
+    child = _wait_for_pid(pid_file)
+    assert _alive(child)
+    parent.send_signal(signal.SIGKILL)  # no handler can run: only the kernel's parent-death signal helps
+    parent.wait()
+    deadline = time.monotonic() + 15
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(child), ("the training process outlived the killed pipeline process; its status: "
+                               + (open(f"/proc/{child}/status").read() if _alive(child) else ""))

@@ -152,6 +152,22 @@ def test_bad_files_are_skipped_reported_once_and_never_crash(world, instance):
     assert new == [] and "rejected" not in data.skip_message  # reported once, not every tick
 
 
+def test_dot_files_and_symbolic_links_are_reported_not_ignored_or_followed(world, instance, tmp_path):
+    d = Daemon(instance, world.stage_root, SETTLED)
+    world.upload(".hidden.jpg", support.jpeg_bytes(7), OLD)
+    outside = tmp_path / "secret.jpg"
+    outside.write_bytes(support.jpeg_bytes(8))
+    link = world.stage_root / "uploads" / "linked.jpg"
+    link.symlink_to(outside)
+    os.utime(link, (OLD, OLD), follow_symlinks=False)
+    new, data = d.tick()
+    assert new == []
+    assert ".hidden.jpg: temporary file name" in data.skip_message
+    assert "linked.jpg: " in data.skip_message and "symbolic link" in data.skip_message
+    new, data = d.tick()
+    assert new == [] and "rejected" not in data.skip_message  # reported once
+
+
 def test_bad_file_reasons_are_in_the_skip_message(world, instance):
     d = Daemon(instance, world.stage_root, SETTLED)
     world.upload("empty.jpg", b"", OLD)

@@ -10,7 +10,8 @@ import pytest
 from pcb_pipeline.core import deeppcb, yolo_format
 from pcb_pipeline.core.aoi import load_gray
 from pcb_pipeline.core.reference import MissingTemplateError, reference_composite
-from pcb_pipeline.vision.batch import fast_read_image, run_batch
+from pcb_pipeline.core.images import read_image
+from pcb_pipeline.vision.batch import run_batch
 from pcb_pipeline.vision.detector import Detector
 
 
@@ -50,7 +51,7 @@ def test_the_model_sees_the_composite(reference_weights, synthetic_samples):
 
     s = synthetic_samples[0]
     det = Detector(reference_weights, conf=0.001)
-    test, template = fast_read_image(s.test_image), fast_read_image(s.template_image)
+    test, template = read_image(s.test_image), read_image(s.template_image)
     ours = det.predict_rows(test, template=template)
     composite = reference_composite(load_gray(s.test_image), load_gray(s.template_image))
     direct = OnnxYolo(reference_weights.with_suffix(".onnx")).predict(composite, conf=0.001)

@@ -245,6 +245,5 @@ def write_defect_logs(output: pd.DataFrame, batch_id: str, version: ModelVersion
     factory_lines = dict(zip(lines["board_id"], lines["factory_line_id"]))
     logs, inspections = build_rows(batch_id, images, factory_lines, f"{version.name}/{version.version}",
                                    version.run_id, timestamp or datetime.now(timezone.utc))
-    warehouse.replace_rows("DEFECT_LOGS", "batch_id", batch_id, logs)
-    warehouse.replace_rows("BOARD_INSPECTIONS", "batch_id", batch_id, inspections)
+    warehouse.replace_batch("batch_id", batch_id, {"DEFECT_LOGS": logs, "BOARD_INSPECTIONS": inspections})
     return logs, inspections, errors

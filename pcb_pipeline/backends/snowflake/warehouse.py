@@ -1,9 +1,10 @@
 """Snowflake behind the Warehouse interface: SQL as written, bulk writes through write_pandas.
 
-replace_rows and upsert first load the rows with `write_pandas` into a session-scoped TEMPORARY table (write_pandas
+replace_batch and upsert first load the rows with `write_pandas` into a session-scoped TEMPORARY table (write_pandas
 creates its own temporary stage, a DDL statement that would commit any open transaction, so it runs before the
 transaction starts), then:
-  replace_rows: BEGIN; DELETE FROM t WHERE key = %s; INSERT INTO t (...) SELECT ... FROM tmp; COMMIT  (ROLLBACK on error)
+  replace_batch: BEGIN; per table: DELETE FROM t WHERE key = %s; INSERT INTO t (...) SELECT ... FROM tmp; COMMIT
+                 (ROLLBACK on error; replace_rows is the one-table case)
   upsert:       MERGE INTO t USING tmp ON keys WHEN MATCHED THEN UPDATE ... WHEN NOT MATCHED THEN INSERT ...
 Semi-structured target columns (VARIANT/OBJECT/ARRAY) travel as JSON text and are PARSE_JSON'ed on the way in.
 Column names come back lower-cased where Snowflake upper-cased an unquoted name, so `df["board_id"]` works on both
@@ -15,10 +16,15 @@ import uuid
 
 import pandas as pd
 
+from pcb_pipeline.backends.base import QueryTimeoutError
 from pcb_pipeline.backends.sqlutil import read_sql_file
 
 from . import sql
 from .stage import Connect
+
+
+# 604: "SQL execution canceled" (the connector's own timeout cancelled it); 630: the server's STATEMENT_TIMEOUT
+STATEMENT_CANCELED_ERRNOS = frozenset({604, 630})
 
 
 def _column_name(name: str) -> str:
@@ -41,11 +47,20 @@ class SnowflakeWarehouse:
         with self.connect() as conn:
             conn.cursor().execute(statement)
 
-    def query(self, statement: str) -> pd.DataFrame:
+    def query(self, statement: str, timeout_s: float | None = None, max_rows: int | None = None) -> pd.DataFrame:
+        """``timeout_s`` is the connector's per-statement ``timeout`` (it cancels the query: error 604);
+        ``max_rows`` fetches only that many rows of the result."""
+        from snowflake.connector.errors import ProgrammingError
+
         with self.connect() as conn:
             cur = conn.cursor()
-            cur.execute(statement)
-            rows = cur.fetchall()
+            try:
+                cur.execute(statement, timeout=int(max(1, round(timeout_s)))) if timeout_s else cur.execute(statement)
+            except ProgrammingError as e:
+                if timeout_s and getattr(e, "errno", None) in STATEMENT_CANCELED_ERRNOS:
+                    raise QueryTimeoutError(f"the query ran longer than {timeout_s:g} s and was stopped") from None
+                raise
+            rows = cur.fetchall() if max_rows is None else cur.fetchmany(max_rows)
             names = [_column_name(d[0]) for d in cur.description or []]
         return pd.DataFrame.from_records(rows, columns=names)
 
@@ -81,26 +96,35 @@ class SnowflakeWarehouse:
         return temp, columns, variant
 
     def replace_rows(self, table: str, key_column: str, key_value: str, rows: pd.DataFrame) -> int:
-        sql.identifier(table), sql.identifier(key_column), [sql.identifier(str(c)) for c in rows.columns]
+        return self.replace_batch(key_column, key_value, {table: rows})[table]
+
+    def replace_batch(self, key_column: str, key_value: str, tables: dict[str, pd.DataFrame]) -> dict[str, int]:
+        """One transaction over every table: all of a batch's rows appear together or not at all."""
+        sql.identifier(key_column)
+        for table, rows in tables.items():
+            sql.identifier(table), [sql.identifier(str(c)) for c in rows.columns]
         with self.connect() as conn:
             cur = conn.cursor()
-            temp = None
-            if len(rows):
-                temp, columns, variant = self._load_temp(conn, table, rows)
+            temps: dict[str, tuple[str, list[str], set[str]]] = {}
             try:
+                for table, rows in tables.items():  # write_pandas' DDL would commit an open transaction
+                    if len(rows):
+                        temps[table] = self._load_temp(conn, table, rows)
                 cur.execute(sql.BEGIN)
                 try:
-                    cur.execute(sql.delete_where(table, key_column), (key_value,))
-                    if temp:
-                        cur.execute(sql.insert_select(table, temp, columns, variant))
+                    for table in tables:
+                        cur.execute(sql.delete_where(table, key_column), (key_value,))
+                        if table in temps:
+                            temp, columns, variant = temps[table]
+                            cur.execute(sql.insert_select(table, temp, columns, variant))
                     cur.execute(sql.COMMIT)
                 except Exception:
                     cur.execute(sql.ROLLBACK)
                     raise
             finally:
-                if temp:
+                for temp, _, _ in temps.values():
                     cur.execute(sql.drop_table(temp))
-        return len(rows)
+        return {table: len(rows) for table, rows in tables.items()}
 
     def upsert(self, table: str, key_columns: list[str], rows: pd.DataFrame) -> int:
         sql.identifier(table), [sql.identifier(k) for k in key_columns], [sql.identifier(str(c)) for c in rows.columns]

@@ -3,7 +3,9 @@ and wildcard PUT through the shim's emulation, which the record marks)."""
 from __future__ import annotations
 
 import re
+import sys
 from datetime import date
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -12,6 +14,9 @@ from pcb_pipeline.backends.snowflake import sql
 from pcb_pipeline.backends.snowflake.stage import SnowflakeStage
 from pcb_pipeline.backends.snowflake.warehouse import SnowflakeWarehouse
 from pcb_pipeline.core.defect_logs import DEFECT_LOG_COLUMNS
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared warehouse contract
+from warehouse_contract import assert_a_batch_is_one_transaction  # noqa: E402
 
 GOLDEN = ("SELECT detected_class, COUNT(*) FROM DEFECT_LOGS WHERE factory_line_id = 'SHANGHAI' "
           "AND timestamp >= DATEADD(week, -1, CURRENT_DATE()) GROUP BY detected_class")
@@ -103,6 +108,10 @@ def test_children_pattern_matches_direct_children_only(name):
     assert not re.fullmatch(p, name.replace("val/1", "val/sub/1"))
     assert not re.search(p, name.replace("val/1", "val/sub/1"))
     assert not re.fullmatch(p, name.replace("images/val", "images/valx"))
+
+
+def test_a_batch_is_written_to_both_tables_in_one_transaction(wh, fake_account):
+    assert_a_batch_is_one_transaction(wh, _logs)
 
 
 def test_replace_rows_is_idempotent_and_atomic(wh, fake_account):
