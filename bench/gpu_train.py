@@ -8,8 +8,8 @@ Steps, each recorded in $OUT/metrics.json as soon as it ends (a later failure lo
 1. environment (GPU, versions) and the group split (``group_split``: validation groups never seen in training);
 2. the legacy AOI baseline (``core.aoi``, parameters tuned on training groups by bench/aoi_tune.py) on the
    validation pairs, in a process pool, before training starts (CPU only);
-3. conversion with ``write_yolo_dataset``; training yolo12n from ``yolo12n.yaml`` (no pretrained weights) with a
-   wall-clock cap (ultralytics ``time=`` hours: epochs are re-estimated after each epoch so the LR schedule and the
+3. conversion with ``write_yolo_dataset``; training yolo12n from ``yolo12n.yaml`` (no pretrained weights) with the
+   product's "full" profile (imgsz 960, patience 50, mosaic closed for the last third) and a device wall-clock cap (ultralytics ``time=`` hours: epochs are re-estimated after each epoch so the LR schedule and the
    closing no-mosaic epochs fit the budget). Binary board images: no HSV jitter, vertical and horizontal flips,
    mosaic on. AMP: ultralytics' AMP check downloads yolo26n.pt (no network here), so the check is replaced by
    ``True`` and fp16 mixed precision is used;
@@ -17,7 +17,7 @@ Steps, each recorded in $OUT/metrics.json as soon as it ends (a later failure lo
 5. the Deep PCB protocol (``core.detection_metrics``: IoU > 0.33, typed and class-agnostic) on the same images,
    and the model vs the AOI baseline at matched recall (false calls per board, false-call rate);
 6. ONNX export (CPU graph, 640, simplified) next to best.pt.
-``--input reference`` (GPU_TRAIN_INPUT=reference) trains the reference-aware variant instead: every image is the
+``--input reference`` (the default; GPU_TRAIN_INPUT=test for the board image alone) trains the reference-aware variant: every image is the
 composite of ``core.reference`` (test, registered template layout, difference), for training, validation and the
 protocol predictions alike; best.pt and best.onnx are stamped so that ``Detector`` asks for templates.
 Files in $OUT (at most 8 come back): metrics.json, train.log (by the .sh), results.csv, best.pt, best.onnx,
@@ -206,14 +206,14 @@ def _gts(sample) -> list[tuple]:
 
 
 def recipe(smoke: bool, hours: float, device: str) -> dict:
-    r = dict(
-        model="yolo12n.yaml", pretrained=False, imgsz=640, epochs=300, time=hours, batch=64, workers=14,
-        cache="ram", device=device, amp=True, optimizer="auto", cos_lr=False, close_mosaic=10, patience=1000,
-        val=False,  # validate only at the end: the wall budget buys epochs instead of per-epoch validation
-        plots=False, deterministic=False, seed=0,
-        hsv_h=0.0, hsv_s=0.0, hsv_v=0.0,  # binary board scans: colour jitter is meaningless
-        flipud=0.5, fliplr=0.5, mosaic=1.0, mixup=0.0, degrees=0.0, translate=0.1, scale=0.25,
-    )
+    """The product's "full" profile (vision/profiles.py: imgsz 960, patience 50, no HSV, mosaic closed for the last
+    third, seed 0), the same one the Snowflake ML Job trains with, plus what this one lent GPU needs: a wall cap
+    for the device budget (ultralytics re-estimates the epochs to fit it), large batches, AMP, RAM cache."""
+    from pcb_pipeline.vision.profiles import resolve_profile
+
+    r = resolve_profile("full")
+    r.update(pretrained=False, time=hours, batch=64, workers=14, cache="ram", device=device, amp=True,
+             optimizer="auto", cos_lr=False, plots=False, deterministic=False, val=True)  # val: patience needs it
     if smoke:
         r.update(imgsz=160, epochs=1, time=None, batch=4, workers=0, cache=False)  # amp=True: patched check runs
     # GPU_TRAIN_SET="batch=16,scale=0.5": recipe variants for the tuning table, without editing the script
@@ -352,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "/tmp/gpu_out")))
     ap.add_argument("--work", type=Path, default=Path(os.environ.get("GPU_WORK", "/tmp/gpu_work")))
     ap.add_argument("--hours", type=float, default=float(os.environ.get("GPU_TRAIN_HOURS", "0.1")))
-    ap.add_argument("--input", choices=INPUT_MODES, default=os.environ.get("GPU_TRAIN_INPUT", "test"),
+    ap.add_argument("--input", choices=INPUT_MODES, default=os.environ.get("GPU_TRAIN_INPUT", "reference"),
                     help="model input: the test image, or the reference composite (core.reference)")
     ap.add_argument("--smoke", action="store_true", default=os.environ.get("GPU_TRAIN_SMOKE") == "1",
                     help="CPU check of the whole path: 16+8 images, 1 epoch at 160")
