@@ -71,13 +71,29 @@ def manual_search():
     return connect.manual_search()
 
 
+DATA_ANALYSTS = ("cortex", "local")
+
+
 def data_analyst():
-    """The question -> SQL engine behind `ask_data`, on both backends the semantic-model engine
-    (knowledge.text2sql.LocalDataAnalyst): its SQL is Snowflake dialect, passes the SQL guard and runs on whatever
-    `warehouse()` returns, so on PCB_BACKEND=snowflake the data questions run on the Snowflake warehouse.
-    Cortex Analyst (knowledge.analyst.CortexAnalystClient) is not chosen here: it needs the REST API with a live
-    session token, which nothing in this project has exercised.
+    """The question -> SQL engine behind `ask_data` and the app's "Query Data", chosen by PCB_DATA_ANALYST:
+
+    local (the default on PCB_BACKEND=local): the semantic-model engine (knowledge.text2sql.LocalDataAnalyst), whose
+    Snowflake-dialect SQL passes the guard and runs on whatever `warehouse()` returns.
+    cortex (the default on PCB_BACKEND=snowflake): Cortex Analyst over the semantic model on the stage
+    (knowledge.analyst.CortexAnalystClient), its SQL through the same guard; on an HTTP error, a timeout, an answer
+    without SQL or SQL the guard refuses, the local engine answers and says so.
     """
     from pcb_pipeline.knowledge.api import local_analyst
 
-    return local_analyst()
+    default = "cortex" if backend_name() == "snowflake" else "local"
+    choice = os.environ.get("PCB_DATA_ANALYST", "").strip().lower() or default
+    if choice not in DATA_ANALYSTS:
+        raise BackendConfigError(f"PCB_DATA_ANALYST must be one of {', '.join(DATA_ANALYSTS)}, got {choice!r}")
+    if choice == "local":
+        return local_analyst()
+    if backend_name() != "snowflake":
+        raise BackendConfigError("PCB_DATA_ANALYST=cortex needs PCB_BACKEND=snowflake (Cortex Analyst is a "
+                                 "Snowflake service); use PCB_DATA_ANALYST=local")
+    from .snowflake import connect
+
+    return connect.data_analyst(fallback=local_analyst())

@@ -4,10 +4,10 @@ import dagster as dg
 
 from pcb_pipeline.defs.assets import defect_logs, pcb_metadata, scratch_dir
 from pcb_pipeline.defs.resources import SearchIndexResource, StageResource, WarehouseResource
+from pcb_pipeline.knowledge.semantic_model import SEMANTIC_MODEL_STAGE_PATH
 
 MANUALS_PREFIX = "manuals"
 CHUNKS_STAGE_PATH = "knowledge/sop_chunks.jsonl"
-SEMANTIC_MODEL_STAGE_PATH = "semantic_model/semantic_model.yaml"
 
 
 @dg.asset(group_name="knowledge", kinds={"pdf", "files"})

@@ -152,6 +152,10 @@ class SemanticModel:
         return [v.question for v in self.verified_queries if v.use_as_onboarding_question]
 
 
+SEMANTIC_MODEL_STAGE_PATH = "semantic_model/semantic_model.yaml"  # where the semantic_model asset puts it; Cortex
+# Analyst reads it from there (@DB.SCHEMA.STAGE/semantic_model/semantic_model.yaml)
+
+
 def default_semantic_model_path() -> Path:
     env = os.environ.get("PCB_SEMANTIC_MODEL")
     if env:

@@ -40,10 +40,10 @@ class FakesnowWarehouse:
     def execute(self, sql: str) -> None:
         self.conn.cursor().execute(sql)
 
-    def query(self, sql: str):
+    def query(self, sql: str, timeout_s: float | None = None, max_rows: int | None = None):
         cur = self.conn.cursor()
-        cur.execute(sql)
-        df = cur.fetch_pandas_all()
+        cur.execute(sql, timeout=int(timeout_s)) if timeout_s else cur.execute(sql)
+        df = cur.fetch_pandas_all() if max_rows is None else cur.fetch_pandas_all().head(max_rows)
         df.columns = [c.lower() for c in df.columns]
         return df
 
@@ -295,3 +295,88 @@ def test_cortex_analyst_session_token_and_multi_turn(model):
     reply = parse_reply(_analyst_body())
     assert reply.request_id == "abc-123" and reply.sql == CORTEX_SQL
     json.dumps(http.calls[1]["json"])
+
+
+class _PlayedHttp:
+    """A transport that answers each POST with the next played (status, body, headers) or raises it."""
+
+    def __init__(self, *answers):
+        self.answers, self.calls = list(answers), []
+
+    def post(self, url, json=None, headers=None, timeout=None):
+        self.calls.append({"url": url, "json": json})
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        status, body, hdrs = (answer + ({},))[:3] if len(answer) == 2 else answer
+        text = body if isinstance(body, str) else __import__("json").dumps(body)
+        return types.SimpleNamespace(status_code=status, text=text, headers=hdrs,
+                                     json=lambda: __import__("json").loads(text))
+
+
+def _client(model, http, fallback=None, slept=None):
+    return CortexAnalystClient("acct.snowflakecomputing.com", "t", semantic_model_file="@DB.S.ST/m.yaml", model=model,
+                               http=http, fallback=fallback, sleep=(slept.append if slept is not None else None))
+
+
+@pytest.mark.parametrize("answer,why", [
+    ((401, {"message": "token expired"}), "HTTP 401"),
+    ((500, {"message": "internal"}), "HTTP 500"),
+    ((200, "<html>gateway</html>"), "not JSON"),
+    ((200, {"unexpected": True}), "unexpected Cortex Analyst response"),
+    (TimeoutError("read timed out"), "did not answer"),
+    ((200, {"message": {"role": "analyst", "content": [{"type": "text", "text": "I cannot help"}]}}), "no SQL"),
+    ((200, _analyst_body(sql="SELECT * FROM DEFECT_LOGS; DROP TABLE DEFECT_LOGS")), "refused by the guard"),
+])
+def test_cortex_analyst_falls_back_to_the_local_engine_and_says_so(snow, model, answer, why):
+    from pcb_pipeline.knowledge.text2sql import LocalDataAnalyst
+
+    out = _client(model, _PlayedHttp(answer), fallback=LocalDataAnalyst(model)).ask(GOLDEN_QUESTION, snow)
+    assert out.answered and out.source.startswith("local_fallback:"), out
+    assert out.interpretation.startswith("Cortex Analyst could not answer (") and why in out.interpretation
+    assert rows_multiset(out.rows) == frame_multiset(snow.query(GOLDEN_QUERY))
+
+
+def test_cortex_analyst_retries_when_rate_limited(snow, model):
+    slept: list[float] = []
+    http = _PlayedHttp((429, {"message": "slow down"}, {"Retry-After": "2"}), (503, {"message": "busy"}),
+                       (200, _analyst_body()))
+    out = _client(model, http, slept=slept).ask(GOLDEN_QUESTION, snow)
+    assert out.answered and out.source == "cortex_analyst" and len(http.calls) == 3
+    assert slept == [2.0, 2.0]  # Retry-After, then the backoff of the second attempt
+    endless = _PlayedHttp(*[(429, {"message": "slow down"}, {"Retry-After": "600"})] * 3)
+    with pytest.raises(CortexAnalystError, match="HTTP 429"):
+        _client(model, endless, slept=slept).send("q")
+    assert max(slept) <= 8.0  # a hostile Retry-After never stalls the app
+
+
+def test_cortex_analyst_suggestions_are_shown_not_replaced(snow, model):
+    from pcb_pipeline.knowledge.text2sql import LocalDataAnalyst
+
+    out = _client(model, _PlayedHttp((200, _analyst_body(sql=None))), fallback=LocalDataAnalyst(model)).ask(
+        "what about the thing", snow)
+    assert not out.answered and out.source == "cortex_analyst"
+    assert out.suggestions == ["What is the scrap rate by line?"]
+
+
+def test_feedback_and_the_streamlit_in_snowflake_transport(model):
+    from pcb_pipeline.knowledge.analyst import SnowApiTransport
+
+    calls = []
+
+    class FakeSnowflakeModule:  # what `import _snowflake` gives inside Streamlit in Snowflake
+        @staticmethod
+        def send_snow_api_request(method, path, headers, params, body, request_guid, timeout_ms):
+            calls.append((method, path, body, timeout_ms))
+            return {"status": 200, "content": json.dumps(_analyst_body() if path.endswith("message") else {})}
+
+    client = CortexAnalystClient("", "", token_type=None, semantic_model_file="@DB.S.ST/m.yaml", model=model,
+                                 http=SnowApiTransport(FakeSnowflakeModule), timeout=45)
+    reply = client.send("how many opens?")
+    assert reply.sql == CORTEX_SQL and reply.request_id == "abc-123"
+    client.feedback(reply.request_id, positive=False, message="wrong line")
+    assert [(m, p, t) for m, p, _, t in calls] == [("POST", "/api/v2/cortex/analyst/message", 45000),
+                                                 ("POST", "/api/v2/cortex/analyst/feedback", 45000)]
+    assert calls[1][2] == {"request_id": "abc-123", "positive": False, "feedback_message": "wrong line"}
+    with pytest.raises(ImportError):
+        SnowApiTransport()  # outside Snowflake there is no _snowflake module

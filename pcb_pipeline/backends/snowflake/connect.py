@@ -58,6 +58,23 @@ def manual_search(s: SnowflakeSettings | None = None):
     return ConnectedManualSearch(snowflake_resource(s).get_connection, s.database, s.schema)
 
 
+def data_analyst(s: SnowflakeSettings | None = None, fallback=None):
+    """Cortex Analyst over @DB.SCHEMA.MODEL_STAGE/semantic_model/semantic_model.yaml. Inside Streamlit in Snowflake
+    it goes through ``_snowflake.send_snow_api_request`` (the app's own session); elsewhere a connection is opened
+    per question and its session token authorises the REST call (``ConnectedCortexAnalyst``)."""
+    from pcb_pipeline.knowledge.analyst import CortexAnalystClient, ConnectedCortexAnalyst, SnowApiTransport
+    from pcb_pipeline.knowledge.semantic_model import SEMANTIC_MODEL_STAGE_PATH
+
+    s = s or from_env()
+    model_file = f"@{s.qualified(s.stage)}/{SEMANTIC_MODEL_STAGE_PATH}"
+    try:
+        transport = SnowApiTransport()
+    except ImportError:  # not inside Snowflake
+        return ConnectedCortexAnalyst(snowflake_resource(s).get_connection, model_file, fallback=fallback)
+    return CortexAnalystClient("", "", token_type=None, semantic_model_file=model_file, http=transport,
+                               fallback=fallback)
+
+
 def registry(s: SnowflakeSettings | None = None):
     from .registry import SnowflakeModelRegistry
 

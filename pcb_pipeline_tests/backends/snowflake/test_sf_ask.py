@@ -81,7 +81,24 @@ def test_factory_builds_cortex_search_from_the_environment_without_connecting(fa
     assert type(search) is ConnectedManualSearch
     assert (search.database, search.schema, search.options) == ("PCB", "PIPELINE", {})  # service, llm: defaults
     assert fake_account.records == []  # nothing connects before a question is asked
+
+
+def test_factory_chooses_the_data_analyst_from_the_settings(fake_account, monkeypatch):
+    from pcb_pipeline.knowledge.analyst import ConnectedCortexAnalyst
+
+    analyst = factory.data_analyst()  # default on Snowflake: Cortex Analyst, the local engine behind it
+    assert type(analyst) is ConnectedCortexAnalyst and type(analyst.fallback) is LocalDataAnalyst
+    assert analyst.semantic_model_file == "@PCB.PIPELINE.MODEL_STAGE/semantic_model/semantic_model.yaml"
+    monkeypatch.setenv("PCB_DATA_ANALYST", "local")
     assert type(factory.data_analyst()) is LocalDataAnalyst  # the semantic-model engine, on Snowflake's warehouse
+    monkeypatch.setenv("PCB_DATA_ANALYST", "gpt")
+    with pytest.raises(factory.BackendConfigError, match="PCB_DATA_ANALYST must be one of cortex, local"):
+        factory.data_analyst()
+    monkeypatch.setenv("PCB_BACKEND", "local")
+    monkeypatch.setenv("PCB_DATA_ANALYST", "cortex")
+    with pytest.raises(factory.BackendConfigError, match="needs PCB_BACKEND=snowflake"):
+        factory.data_analyst()
+    assert fake_account.records == []
 
 
 # ------------------------------------------------------------------------------------------------ ask --manuals
@@ -166,7 +183,8 @@ def loaded(fake_account, connect):
     return frames
 
 
-def test_ask_data_runs_its_select_on_the_snowflake_warehouse(loaded, fake_account, connect, capsys):
+def test_ask_data_runs_its_select_on_the_snowflake_warehouse(loaded, fake_account, connect, capsys, monkeypatch):
+    monkeypatch.setenv("PCB_DATA_ANALYST", "local")
     rc, out, _ = ask(capsys, "--data", GOLDEN_QUESTION, "--json")
     assert rc == 0
     res = json.loads(out)
@@ -187,7 +205,9 @@ def test_ask_data_runs_its_select_on_the_snowflake_warehouse(loaded, fake_accoun
     "SELECT * FROM DEFECT_LOGS; DROP TABLE DEFECT_LOGS",
     "DELETE FROM DEFECT_LOGS",
 ])
-def test_ask_data_refuses_hostile_text_and_changes_nothing(loaded, fake_account, connect, capsys, question):
+def test_ask_data_refuses_hostile_text_and_changes_nothing(loaded, fake_account, connect, capsys, question,
+                                                           monkeypatch):
+    monkeypatch.setenv("PCB_DATA_ANALYST", "local")
     before = {t: count(connect, t) for t in ("DEFECT_LOGS", "BOARD_INSPECTIONS", "PCB_METADATA")}
     fake_account.clear()
     rc, out, _ = ask(capsys, "--data", question, "--json")
@@ -198,3 +218,79 @@ def test_ask_data_refuses_hostile_text_and_changes_nothing(loaded, fake_account,
     assert all(read_only(s) for s in sent), sent
     assert not any("DROP" in s.upper() or "DELETE" in s.upper() for s in sent)
     assert {t: count(connect, t) for t in before} == before
+
+
+# --------------------------------------------------------------------------------- ask --data: Cortex Analyst
+CORTEX_SQL = ("SELECT detected_class AS defect_type, COUNT(*) AS defect_count FROM PCB.PIPELINE.DEFECT_LOGS WHERE "
+              "factory_line_id = 'SHANGHAI' AND timestamp >= DATEADD(week, -1, CURRENT_DATE()) GROUP BY 1")
+
+
+class PlayedAnalyst:
+    """Cortex Analyst's REST API, played: each POST gets the next (status, body)."""
+
+    def __init__(self, *answers):
+        self.answers, self.calls = list(answers), []
+
+    def post(self, url, json=None, headers=None, timeout=None):
+        import json as _json
+        import types
+
+        self.calls.append({"url": url, "json": json, "headers": headers})
+        status, body = self.answers.pop(0)
+        return types.SimpleNamespace(status_code=status, text=_json.dumps(body), headers={}, json=lambda: body)
+
+
+@pytest.fixture
+def played(monkeypatch):
+    """Route the REST calls the CLI's Cortex Analyst makes to a PlayedAnalyst; the connection's session token is
+    taken as Snowflake's samples take it (fakesnow connections carry none, so it is given here)."""
+    import requests
+
+    from pcb_pipeline.knowledge.analyst import CortexAnalystClient
+
+    def play(*answers):
+        http = PlayedAnalyst(*answers)
+        monkeypatch.setattr(requests, "Session", lambda: http)
+        monkeypatch.setattr(CortexAnalystClient, "from_connection", classmethod(
+            lambda cls, conn, **kw: cls("https://acct.snowflakecomputing.com", "sess-token",
+                                        token_type="SNOWFLAKE_SESSION", **kw)))
+        return http
+
+    return play
+
+
+def _analyst_answer(sql):
+    return {"request_id": "r-1", "warnings": [], "message": {"role": "analyst", "content": [
+        {"type": "text", "text": "Defects by type on the Shanghai line over the last week"},
+        {"type": "sql", "statement": sql}]}}
+
+
+def test_ask_data_goes_through_cortex_analyst_on_snowflake(loaded, fake_account, connect, capsys, played):
+    http = played((200, _analyst_answer(CORTEX_SQL)))
+    rc, out, _ = ask(capsys, "--data", GOLDEN_QUESTION, "--json")
+    res = json.loads(out)
+    assert rc == 0 and res["source"] == "cortex_analyst" and res["sql"] == CORTEX_SQL
+    call = http.calls[0]
+    assert call["url"] == "https://acct.snowflakecomputing.com/api/v2/cortex/analyst/message"
+    assert call["json"]["semantic_model_file"] == "@PCB.PIPELINE.MODEL_STAGE/semantic_model/semantic_model.yaml"
+    assert call["headers"]["Authorization"] == 'Snowflake Token="sess-token"'
+    assert " ".join(CORTEX_SQL.split()) in fake_account.statements("fakesnow")  # Analyst's SQL ran on Snowflake
+    with connect() as conn:
+        cur = conn.cursor()
+        cur.execute(GOLDEN_QUERY)
+        assert sorted(map(tuple, res["rows"])) == sorted(map(tuple, cur.fetchall()))
+
+
+@pytest.mark.parametrize("answer,why", [
+    ((500, {"message": "internal error"}), "HTTP 500"),
+    ((200, _analyst_answer("SELECT * FROM DEFECT_LOGS; DROP TABLE DEFECT_LOGS")), "refused by the guard"),
+])
+def test_ask_data_falls_back_visibly_when_cortex_analyst_cannot_answer(loaded, fake_account, connect, capsys,
+                                                                       played, answer, why):
+    before = count(connect, "DEFECT_LOGS")
+    played(answer)
+    rc, out, _ = ask(capsys, "--data", GOLDEN_QUESTION, "--json")
+    res = json.loads(out)
+    assert rc == 0 and res["source"].startswith("local_fallback:")
+    assert res["interpretation"].startswith("Cortex Analyst could not answer (") and why in res["interpretation"]
+    assert all(read_only(s) for s in fake_account.statements()) and count(connect, "DEFECT_LOGS") == before
