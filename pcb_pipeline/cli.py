@@ -200,6 +200,29 @@ def _print_evaluation(r: dict) -> None:
                   f"{v['model_fpr']:.3f} vs AOI {v['aoi_fpr']:.3f}; fpr_reduction {red}")
 
 
+def cmd_deploy_app(args) -> int:
+    """The app as Streamlit in Snowflake (container runtime): upload the package, CREATE STREAMLIT, make it live."""
+    import tempfile
+
+    from pcb_pipeline.backends.snowflake import app_deploy
+    from pcb_pipeline.backends.snowflake.config import from_env
+    from pcb_pipeline.backends.snowflake.connect import snowflake_resource
+
+    s = from_env()  # names every missing SNOWFLAKE_* variable; nothing connects yet
+    overrides = {k: v for k, v in (("app_name", args.app_name), ("compute_pool", args.compute_pool),
+                                   ("external_access_integration", args.eai)) if v}
+    dep = app_deploy.AppDeployment.from_settings(s, **overrides)
+    with tempfile.TemporaryDirectory(prefix="pcb-app-") as tmp:
+        statements = app_deploy.deploy_statements(dep, app_deploy.build_app_folder(Path(tmp)))
+        if args.dry_run:
+            print(";\n".join(statements) + ";")
+            return 0
+        app_deploy.deploy(snowflake_resource(s).get_connection, statements,
+                          log=lambda st: print(st if not st.startswith("PUT ") else st[:160], flush=True))
+    print(f"deployed Streamlit app {dep.qualified(dep.app_name)} (live version from @{dep.qualified(dep.stage)}/app)")
+    return 0
+
+
 def cmd_app(args) -> int:
     from pcb_pipeline.app.launch import launch
 
@@ -247,6 +270,14 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8501)
     ap.set_defaults(func=cmd_app)
+
+    da = sub.add_parser("deploy-app", help="deploy the app as Streamlit in Snowflake (container runtime), from the "
+                                           "SNOWFLAKE_* settings; run sql/setup/03_streamlit_app.sql first")
+    da.add_argument("--dry-run", action="store_true", help="print every statement instead of running it")
+    da.add_argument("--app-name", help="Streamlit object name (default PCB_DEFECT_APP)")
+    da.add_argument("--compute-pool", help="CPU compute pool of the container runtime (default PCB_APP_POOL)")
+    da.add_argument("--eai", help="external access integration to PyPI (default PCB_PYPI_EAI)")
+    da.set_defaults(func=cmd_deploy_app)
 
     pr = sub.add_parser("predict", help="detect defects in board images")
     pr.add_argument("images", nargs="+")

@@ -65,8 +65,9 @@ def get_detector():
 
 def knowledge_clients(mode: str) -> tuple[object | None, object | None]:
     """(analyst, search) for ask_data / ask_manuals from the backend factory: the local engines, or on
-    PCB_BACKEND=snowflake Cortex Search for the manuals (data questions run on the Snowflake warehouse). Only the
-    one the mode needs is built (the other is None), so a data question never loads the manual index."""
+    PCB_BACKEND=snowflake Cortex Search for the manuals and Cortex Analyst for the data (PCB_DATA_ANALYST; the local
+    engine answers, and says so, when Analyst cannot). Only the one the mode needs is built (the other is None), so
+    a data question never loads the manual index."""
     from pcb_pipeline.backends import factory
 
     if mode == chat.QUERY_MANUALS:

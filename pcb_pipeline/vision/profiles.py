@@ -26,3 +26,19 @@ def resolve_profile(profile: str, overrides: dict | None = None) -> dict:
     if profile not in PROFILES:
         raise ValueError(f"unknown training profile {profile!r}: choose one of {sorted(PROFILES)}")
     return {**PROFILES[profile], **(overrides or {})}
+
+
+def training_device(requested, cuda_devices: int, batch: int) -> tuple[str | int, int, str]:
+    """(device, batch, why) for ultralytics' train(): a GPU profile on a node with several GPUs trains on all of
+    them (ultralytics' DDP mode, device "0,1,2,3"; the batch rounded to a multiple of the GPU count, as DDP splits
+    it evenly); without a GPU it says so and trains on the CPU; "cpu" and explicit lists ("0,1") are kept."""
+    text = str(requested).strip().lower()
+    if text == "cpu" or "," in text:
+        return requested, batch, f"device {requested} as configured"
+    if cuda_devices <= 0:
+        return "cpu", batch, f"device {requested} requested but no CUDA device is visible: training on the CPU"
+    if cuda_devices == 1 or text not in ("0", "cuda", "auto", ""):
+        return (0 if text in ("cuda", "auto", "") else requested), batch, "one GPU"
+    per_gpu = max(1, batch // cuda_devices)
+    return ",".join(str(i) for i in range(cuda_devices)), per_gpu * cuda_devices, \
+        f"all {cuda_devices} GPUs of this node (DDP), batch {per_gpu * cuda_devices}"

@@ -23,7 +23,7 @@ from pcb_pipeline.core.classes import CLASS_NAMES  # noqa: E402
 from pcb_pipeline.core.progress import clock  # noqa: E402
 from pcb_pipeline.core.yolo_format import dataset_input_mode  # noqa: E402
 from pcb_pipeline.vision.detector import stamp_input_mode  # noqa: E402
-from pcb_pipeline.vision.profiles import resolve_profile  # noqa: E402
+from pcb_pipeline.vision.profiles import resolve_profile, training_device  # noqa: E402
 
 EXPERIMENT = os.environ.get("PCB_MLFLOW_EXPERIMENT", "pcb_defect_detector")
 
@@ -84,6 +84,31 @@ def _mlflow_callbacks(mlflow):
     return {"on_fit_epoch_end": on_fit_epoch_end}
 
 
+def _cuda_devices() -> int:
+    try:
+        import torch
+
+        return torch.cuda.device_count()
+    except Exception:  # noqa: BLE001 - no torch CUDA build: CPU
+        return 0
+
+
+def log_results_csv(mlflow, results_csv: Path) -> int:
+    """Per-epoch metrics from ultralytics' results.csv (used under DDP, where the trainer runs in worker processes
+    and the in-process callbacks never fire); returns epochs logged."""
+    import csv
+
+    if not results_csv.is_file():
+        return 0
+    rows = list(csv.DictReader(results_csv.open()))
+    for row in rows:
+        step = int(float(row.get("epoch", 0)))
+        metrics = {k.strip().replace("(", "_").replace(")", ""): float(v) for k, v in row.items()
+                   if k and k.strip() != "epoch" and v not in ("", None)}
+        mlflow.log_metrics(metrics, step=step)
+    return len(rows)
+
+
 def evaluation_metrics(val_metrics) -> dict[str, float]:
     """Flatten an ultralytics DetMetrics into plain floats, per-class AP50 included."""
     box = val_metrics.box
@@ -118,6 +143,8 @@ def train(args: argparse.Namespace) -> dict:
              "raytune": False, "sync": False, "vscode_msg": False, "openvino_msg": False}
     yolo_settings.update({k: v for k, v in quiet.items() if k in yolo_settings})
     params = resolve_profile(args.profile, args.overrides)
+    params["device"], params["batch"], why = training_device(params["device"], _cuda_devices(), params["batch"])
+    print(f"training on {why}", flush=True)
     model_cfg = params.pop("model")
     data_yaml = (args.data / "data.yaml").resolve()
     if not data_yaml.is_file():
@@ -143,13 +170,16 @@ def train(args: argparse.Namespace) -> dict:
                     pretrained=warm_start, plots=True, verbose=False, **params)
         train_seconds = time.time() - started
         save_dir = Path(model.trainer.save_dir)
+        if "," in str(params["device"]):  # DDP: the callbacks ran in the workers, not here
+            log_results_csv(mlflow, save_dir / "results.csv")
         best = save_dir / "weights" / "best.pt"
         shutil.copyfile(best, args.out / "best.pt")
         stamp_input_mode(args.out / "best.pt", input_mode)  # the Detector reads it: a reference model needs templates
 
         best_model = YOLO(str(args.out / "best.pt"))
         val = best_model.val(data=str(data_yaml), split="val", imgsz=params["imgsz"], batch=params["batch"],
-                             device=params["device"], plots=False, verbose=False, project=str(project), name="val")
+                             device=str(params["device"]).split(",")[0], plots=False, verbose=False,
+                             project=str(project), name="val")  # validation runs on one device
         metrics = evaluation_metrics(val)
         metrics["train_seconds"] = train_seconds
         metrics["epochs_completed"] = float(model.trainer.epoch + 1)

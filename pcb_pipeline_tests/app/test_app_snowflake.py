@@ -130,6 +130,9 @@ def chat_backend(snowflake_backend, frames, monkeypatch):
     from pcb_pipeline.backends.snowflake.config import from_env
     from pcb_pipeline.defs.snowflake_resources import SnowflakeSearchIndexResource
 
+    # the local engine on Snowflake's warehouse; Cortex Analyst's own path (played REST transport, visible fallback)
+    # is tested in backends/snowflake/test_sf_ask.py
+    monkeypatch.setenv("PCB_DATA_ANALYST", "local")
     load(factory.warehouse(), frames)
     SnowflakeSearchIndexResource(snowflake=connect.snowflake_resource(from_env())).publish(CHUNKS)
     api = sf_fakes.play_cortex_search(monkeypatch, snowflake_backend, fakesnow_shim.connect_factory())

@@ -65,6 +65,15 @@ class MLJobConfig:
     query_warehouse: str | None = None
     runtime_environment: str | None = None
 
+    def __post_init__(self):
+        # One node, all its GPUs: train.py picks device "0,1,2,3" (ultralytics DDP) on a GPU_NV_M node. Several
+        # nodes would need a torch.distributed rendezvous across containers that ultralytics' trainer does not do;
+        # rather than train silently on one node while paying for more, refuse.
+        if self.target_instances != 1:
+            raise ValueError(f"target_instances={self.target_instances}: multi-node training is not supported; "
+                             "one node trains on all of its GPUs (set PCB_SNOWFLAKE_TARGET_INSTANCES=1 and pick a "
+                             "pool with more GPUs per node, e.g. GPU_NV_M with 4)")
+
 
 def job_name(run_name: str) -> str:
     base = re.sub(r"[^A-Za-z0-9_]", "_", run_name).upper().strip("_")[:60] or "RUN"

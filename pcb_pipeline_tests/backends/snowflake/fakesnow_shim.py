@@ -13,6 +13,11 @@ and, for the Cortex side, which no fakesnow can host:
                                                  table and columns must exist); the service is kept in
                                                  `Recorder.cortex_services` for sf_fakes.FakeCortexSearchApi to query
   SELECT AI_COMPLETE(%s, %s) ...                 answered by `Recorder.complete(model, prompt)` (a stand-in, not an LLM)
+and, for Streamlit in Snowflake:
+  CREATE [OR REPLACE] STREAMLIT ...              checked against the documented clause order (parse_create_streamlit);
+                                                 its FROM location must hold MAIN_FILE on the (fakesnow) stage; kept in
+                                                 `Recorder.streamlits`
+  ALTER STREAMLIT x ADD LIVE VERSION FROM LAST   the app must exist; marks it live
 """
 from __future__ import annotations
 
@@ -30,6 +35,8 @@ GET_RE = re.compile(r"^GET\s+@([A-Za-z0-9_$.]+)(/\S*)?\s+'file://([^']+)'(?:\s+P
 REMOVE_RE = re.compile(r"^REMOVE\s+@([A-Za-z0-9_$.]+)(/\S*)?(?:\s+PATTERN\s*=\s*'([^']*)')?\s*$", re.I)
 LIST_RE = re.compile(r"^LIST\s+@([A-Za-z0-9_$.]+)(/\S*)?\s*$", re.I)
 PUT_GLOB_RE = re.compile(r"^PUT\s+'file://([^']*[*?][^']*)'\s+(@\S+)(.*)$", re.I)
+STREAMLIT_DDL_RE = re.compile(r"^CREATE\s+(?:OR\s+REPLACE\s+)?STREAMLIT\s", re.I)
+STREAMLIT_LIVE_RE = re.compile(r"^ALTER\s+STREAMLIT\s+([A-Za-z0-9_$.]+)\s+ADD\s+LIVE\s+VERSION\s+FROM\s+LAST$", re.I)
 CORTEX_SEARCH_DDL_RE = re.compile(r"^CREATE\s+(?:OR\s+REPLACE\s+)?CORTEX\s+SEARCH\s+SERVICE\s", re.I)
 AI_COMPLETE_RE = re.compile(r"^SELECT\s+AI_COMPLETE\(\s*%s\s*,\s*%s\s*\)(?:\s+AS\s+(\w+))?\s*$", re.I)
 PASSAGE_RE = re.compile(r"^\[(\d+)\] [^\n]*:\n(.+?)(?:\n\n|$)", re.M | re.S)
@@ -59,6 +66,8 @@ class Recorder:
     # (DATABASE, SCHEMA, SERVICE) -> parse_search_service_ddl parts, for every emulated CREATE CORTEX SEARCH SERVICE
     cortex_services: dict[tuple[str, str, str], dict] = field(default_factory=dict)
     complete: Callable[[str, str], str] = extractive_complete  # what the emulated AI_COMPLETE answers
+    # (DATABASE, SCHEMA, APP) -> parse_create_streamlit parts (+ "live": True once ADD LIVE VERSION ran)
+    streamlits: dict[tuple[str, str, str], dict] = field(default_factory=dict)
 
     def add(self, statement, params, how):
         self.records.append(Record(" ".join(str(statement).split()), params, how))
@@ -168,6 +177,24 @@ class ShimCursor:
             else:
                 self._rec.cortex_services[key] = parts
             return self._emulate(text, [(f"Cortex search service {key[2]} successfully created.",)], ["status"])
+        if STREAMLIT_DDL_RE.match(text):
+            from pcb_pipeline.backends.snowflake.app_deploy import parse_create_streamlit
+
+            parts = parse_create_streamlit(text)
+            location = parts["FROM"].strip("'")
+            stage, _, prefix = location[1:].partition("/")
+            self._check_stage(stage)
+            main = f"{prefix}/{parts['MAIN_FILE'].strip(chr(39))}".lstrip("/")
+            if not (_stage_root(self._conn, stage) / main).is_file():
+                raise RuntimeError(f"MAIN_FILE {main} is not on @{stage}")
+            self._rec.streamlits[_qualify(self._conn, parts["name"])] = parts
+            return self._emulate(text, [(f"Streamlit {parts['name']} successfully created.",)], ["status"])
+        if m := STREAMLIT_LIVE_RE.match(text):
+            key = _qualify(self._conn, m.group(1))
+            if key not in self._rec.streamlits:
+                raise RuntimeError(f"Streamlit {'.'.join(key)} does not exist")
+            self._rec.streamlits[key]["live"] = True
+            return self._emulate(text, [("Statement executed successfully.",)], ["status"])
         if m := AI_COMPLETE_RE.match(text):
             model, prompt = params
             return self._emulate(text, [(self._rec.complete(model, prompt),)], [m.group(1) or "AI_COMPLETE"], params)

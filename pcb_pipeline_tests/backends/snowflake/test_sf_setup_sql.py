@@ -39,7 +39,8 @@ def scripts():
 
 
 def test_setup_scripts_exist_in_run_order():
-    assert [p.name for p in scripts()] == ["01_account_setup.sql", "02_pipeline_session.sql"]
+    assert [p.name for p in scripts()] == ["01_account_setup.sql", "02_pipeline_session.sql",
+                                           "03_streamlit_app.sql"]
 
 
 @pytest.mark.parametrize("path", scripts(), ids=lambda p: p.name)
@@ -51,14 +52,18 @@ def test_every_statement_parses(path):
             assert NOT_IN_FAKESNOW.match(stmt), f"only account-level DDL may fall back to a command: {stmt}"
 
 
-def test_idempotent_and_parameterised():
-    text = (SETUP / "01_account_setup.sql").read_text()
-    for stmt in statements(text):
+@pytest.mark.parametrize("name", ["01_account_setup.sql", "03_streamlit_app.sql"])
+def test_admin_scripts_are_idempotent_and_parameterised(name):
+    for stmt in statements((SETUP / name).read_text()):
         if stmt.upper().startswith("CREATE "):
             assert " IF NOT EXISTS " in stmt.upper() and "OR REPLACE" not in stmt.upper(), stmt
             assert "IDENTIFIER($pcb_" in stmt, f"names come from the SET block: {stmt}"
         if stmt.upper().startswith("GRANT "):
             assert "IDENTIFIER($pcb_role)" in stmt and " ALL " not in f" {stmt.upper()} ", stmt
+
+
+def test_account_setup_objects():
+    text = (SETUP / "01_account_setup.sql").read_text()
     assert "INSTANCE_FAMILY = GPU_NV_M" in text and "DIRECTORY = (ENABLE = TRUE)" in text
     assert "GRANT DATABASE ROLE SNOWFLAKE.CORTEX_USER TO ROLE IDENTIFIER($pcb_role)" in statements(text)
     assert "GRANT CREATE CORTEX SEARCH SERVICE ON SCHEMA IDENTIFIER($pcb_schema) TO ROLE IDENTIFIER($pcb_role)" \
@@ -87,6 +92,6 @@ def test_runnable_statements_run_in_fakesnow(sf_env):
         cur.execute("SHOW STAGES IN SCHEMA PCB.PIPELINE")
         stages = sorted(r[1] for r in cur.fetchall())
         conn.close()
-    assert stages == ["ML_JOB_STAGE", "MODEL_STAGE"]
+    assert stages == ["APP_STAGE", "ML_JOB_STAGE", "MODEL_STAGE"]
     assert any(s.startswith("CREATE DATABASE") for s in ran) and any(s.startswith("LIST @") for s in ran)
     assert len(ran) >= 20 and len(skipped) >= 15

@@ -140,3 +140,9 @@ def test_job_past_its_timeout_is_cancelled(connect, tmp_path, tiny_dataset):
 def test_payload_needs_a_yolo_dataset(tmp_path):
     with pytest.raises(FileNotFoundError, match="data.yaml"):
         training.build_payload(TrainingRequest(dataset_dir=tmp_path, profile="full", run_name="r"), tmp_path / "p")
+
+
+def test_several_nodes_are_refused_not_silently_one():
+    with pytest.raises(ValueError, match="multi-node training is not supported"):
+        MLJobConfig(compute_pool="PCB_GPU_POOL", stage_name="ML_JOB_STAGE", target_instances=2)
+    assert MLJobConfig(compute_pool="PCB_GPU_POOL", stage_name="ML_JOB_STAGE").target_instances == 1
