@@ -61,7 +61,8 @@ def answer(mode: str, question: str, warehouse_factory=None, category: str | Non
         text = text or "I could not turn that question into a query over the defect data."
     return {"role": "assistant", "mode": mode, "text": text, "error": False, "citations": [],
             "sql": res.get("sql"), "columns": list(res.get("columns") or []), "rows": list(res.get("rows") or []),
-            "suggestions": list(res.get("suggestions") or []), "answered": answered}
+            "suggestions": list(res.get("suggestions") or []), "answered": answered,
+            "request_id": res.get("request_id"), "source": res.get("source")}
 
 
 def citation_label(c: dict) -> str:

@@ -72,7 +72,22 @@ def knowledge_clients(mode: str) -> tuple[object | None, object | None]:
 
     if mode == chat.QUERY_MANUALS:
         return None, factory.manual_search()
-    return factory.data_analyst(), None
+    return session_analyst(), None
+
+
+def session_analyst():
+    """This browser session's data analyst, kept across questions so that Cortex Analyst follows the conversation
+    (multi-turn); a new one when the backend or PCB_DATA_ANALYST changes."""
+    from pcb_pipeline.backends import factory
+
+    key = f"{backend_key()}|{os.environ.get('PCB_DATA_ANALYST', '')}"
+    held = st.session_state.get("_data_analyst")
+    if not held or held[0] != key:
+        analyst = factory.data_analyst()
+        if hasattr(analyst, "multi_turn"):
+            analyst.multi_turn = True
+        st.session_state["_data_analyst"] = held = (key, analyst)
+    return held[1]
 
 
 def ask(mode: str, question: str, category: str | None = None) -> dict:
@@ -82,6 +97,20 @@ def ask(mode: str, question: str, category: str | None = None) -> dict:
         return chat._error(mode, f"The {mode.lower()} service is not available: {e}")
     return chat.answer(mode, question, warehouse_factory=get_warehouse, category=category, analyst=analyst,
                        search=search)
+
+
+def feedback_buttons(request_id: str) -> None:
+    """Thumbs up / down on a Cortex Analyst answer, sent once to its feedback endpoint."""
+    choice = st.feedback("thumbs", key=f"analyst_feedback_{request_id}")
+    sent = st.session_state.setdefault("_feedback_sent", set())
+    if choice is None or request_id in sent:
+        return
+    try:
+        session_analyst().feedback(request_id, positive=choice == 1)
+        sent.add(request_id)
+        st.caption("Thanks: sent to Cortex Analyst.")
+    except Exception as e:  # noqa: BLE001 - feedback is optional; say so, never break the page
+        st.caption(f"Feedback not sent: {type(e).__name__}: {e}")
 
 
 def render_message(msg: dict) -> None:
@@ -101,6 +130,8 @@ def render_message(msg: dict) -> None:
                 st.code(msg["sql"], language="sql")
         if msg.get("suggestions"):
             st.caption("Try: " + " | ".join(msg["suggestions"][:4]))
+        if msg.get("request_id") and msg.get("source") == "cortex_analyst":
+            feedback_buttons(msg["request_id"])
         if msg.get("citations"):
             st.markdown("**Sources**")
             for c in msg["citations"]:

@@ -74,6 +74,7 @@ class CortexAnalystClient:
         self.http = http
         self.fallback = fallback  # the local engine (LocalDataAnalyst) answering when Analyst cannot
         self.sleep = sleep or __import__("time").sleep
+        self.multi_turn = False  # True: each question follows the conversation so far (the app's chat)
         self.history: list[dict] = []
 
     @classmethod
@@ -139,16 +140,16 @@ class CortexAnalystClient:
             body["feedback_message"] = message
         self._post(FEEDBACK_PATH, body)
 
-    def ask(self, question: str, warehouse, multi_turn: bool = False) -> DataAnswer:
+    def ask(self, question: str, warehouse, multi_turn: bool | None = None) -> DataAnswer:
         """Question -> Cortex Analyst SQL -> guard -> warehouse; the same result shape as the local engine."""
         try:
-            reply = self.send(question, multi_turn)
+            reply = self.send(question, self.multi_turn if multi_turn is None else multi_turn)
         except CortexAnalystError as e:
             return self._fall_back(question, warehouse, str(e))
         if not reply.sql:
             if reply.suggestions:  # Analyst asks the user to pick one of its readings: show them
                 return DataAnswer(None, [], [], reply.text or "Cortex Analyst suggests these questions",
-                                  reply.suggestions, self.backend, False)
+                                  reply.suggestions, self.backend, False, reply.request_id)
             return self._fall_back(question, warehouse, f"no SQL in its answer ({reply.text[:200] or 'empty'})")
         try:
             guarded = guard_model_sql(reply.sql, self.model)
@@ -156,7 +157,7 @@ class CortexAnalystClient:
             return self._fall_back(question, warehouse, f"its SQL was refused by the guard ({e})")
         cols, rows = frame_to_rows(run_guarded(warehouse, guarded))
         return DataAnswer(guarded.sql, cols, rows, reply.text or "Cortex Analyst", reply.suggestions, self.backend,
-                          True)
+                          True, reply.request_id)
 
     def _fall_back(self, question: str, warehouse, why: str) -> DataAnswer:
         return answer_locally(self.fallback, question, warehouse, why)
@@ -180,25 +181,33 @@ class ConnectedCortexAnalyst:
 
     backend = CortexAnalystClient.backend
 
-    def __init__(self, connect, semantic_model_file: str, fallback=None, http=None):
+    def __init__(self, connect, semantic_model_file: str, fallback=None, http=None, multi_turn: bool = False):
         self.connect = connect  # () -> context manager yielding a snowflake.connector connection
         self.semantic_model_file = semantic_model_file
         self.fallback = fallback
         self.http = http
+        self.multi_turn = multi_turn  # the app's chat: each question follows the conversation so far
         self.history: list[dict] = []
 
-    def ask(self, question: str, warehouse, multi_turn: bool = False) -> DataAnswer:
+    def _client(self, conn) -> CortexAnalystClient:
+        return CortexAnalystClient.from_connection(conn, semantic_model_file=self.semantic_model_file,
+                                                   fallback=self.fallback, http=self.http)
+
+    def ask(self, question: str, warehouse, multi_turn: bool | None = None) -> DataAnswer:
         try:
             with self.connect() as conn:
-                client = CortexAnalystClient.from_connection(conn, semantic_model_file=self.semantic_model_file,
-                                                             fallback=self.fallback, http=self.http)
+                client = self._client(conn)
                 client.history = list(self.history)
-                answer = client.ask(question, warehouse, multi_turn)
+                answer = client.ask(question, warehouse, self.multi_turn if multi_turn is None else multi_turn)
                 self.history = client.history
                 return answer
         except Exception as e:  # noqa: BLE001 - no connection, no token: the local engine answers
             first = str(e).splitlines()[0][:200] if str(e) else ""
             return answer_locally(self.fallback, question, warehouse, f"no connection: {type(e).__name__}: {first}")
+
+    def feedback(self, request_id: str, positive: bool, message: str | None = None) -> None:
+        with self.connect() as conn:
+            self._client(conn).feedback(request_id, positive, message)
 
 
 def _retry_wait(resp, attempt: int) -> float:

@@ -142,10 +142,12 @@ class DataAnswer:
     suggestions: list[str] = field(default_factory=list)
     source: str = "generated"  # generated | verified | typed | cortex_analyst | none
     answered: bool = True
+    request_id: str | None = None  # Cortex Analyst's id of the answer (what thumbs up / down refer to)
 
     def to_dict(self) -> dict:
         return {"sql": self.sql, "columns": self.columns, "rows": self.rows, "interpretation": self.interpretation,
-                "suggestions": self.suggestions, "source": self.source, "answered": self.answered}
+                "suggestions": self.suggestions, "source": self.source, "answered": self.answered,
+                "request_id": self.request_id}
 
 
 # -------------------------------------------------------------------------------------------------- the lexicon

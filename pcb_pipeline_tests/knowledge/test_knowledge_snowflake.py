@@ -380,3 +380,30 @@ def test_feedback_and_the_streamlit_in_snowflake_transport(model):
     assert calls[1][2] == {"request_id": "abc-123", "positive": False, "feedback_message": "wrong line"}
     with pytest.raises(ImportError):
         SnowApiTransport()  # outside Snowflake there is no _snowflake module
+
+
+def test_the_apps_analyst_follows_the_conversation_and_takes_feedback(snow, model):
+    from contextlib import contextmanager
+
+    from pcb_pipeline.knowledge.analyst import ConnectedCortexAnalyst
+
+    opened = []
+
+    @contextmanager
+    def connect():  # a connection per question; its session token authorises the call
+        conn = types.SimpleNamespace(host="acct.snowflakecomputing.com",
+                                     rest=types.SimpleNamespace(token=f"tok{len(opened)}"))
+        opened.append(conn)
+        yield conn
+
+    http = _PlayedHttp((200, _analyst_body()), (200, _analyst_body()), (200, {}))
+    analyst = ConnectedCortexAnalyst(connect, "@DB.S.ST/m.yaml", http=http, multi_turn=True)
+    first = analyst.ask(GOLDEN_QUESTION, snow)
+    second = analyst.ask("and only the shorts?", snow)
+    assert first.answered and second.answered and second.to_dict()["request_id"] == "abc-123"
+    assert [m["role"] for m in http.calls[1]["json"]["messages"]] == ["user", "analyst", "user"]
+    assert http.calls[1]["json"]["messages"][-1]["content"][0]["text"] == "and only the shorts?"
+    analyst.feedback("abc-123", positive=True)
+    assert http.calls[2]["url"].endswith("/api/v2/cortex/analyst/feedback")
+    assert http.calls[2]["json"] == {"request_id": "abc-123", "positive": True}
+    assert len(opened) == 3  # one connection per call, none kept open
