@@ -7,9 +7,10 @@ import sys
 from pathlib import Path
 
 from pcb_pipeline import settings
+from pcb_pipeline.core.stage_layout import MAX_UPLOAD_BYTES
 
 ENTRY = Path(__file__).resolve().parent / "streamlit_app.py"
-MAX_UPLOAD_MB = 50  # Streamlit's own cap; vision.MAX_UPLOAD_BYTES (25 MB) gives the app's clear message first
+MAX_UPLOAD_MB = MAX_UPLOAD_BYTES // 2**20 + 1  # Streamlit's own cap, just above ours: our clear message comes first
 
 
 def streamlit_command(host: str = "127.0.0.1", port: int = 8501, extra_args: list[str] | tuple = ()) -> list[str]:

@@ -17,13 +17,11 @@ import numpy as np
 
 from pcb_pipeline.core.deeppcb import Box, DeepPCBFormatError, listed_template, read_labels
 from pcb_pipeline.core.images import MAX_PIXELS, BadImageError, decode_image
+from pcb_pipeline.core.stage_layout import MAX_UPLOAD_BYTES, RAW_DATA_PREFIX, UPLOAD_PREFIX
 from pcb_pipeline.vision.detector import Detection, draw_detections
 
-MAX_UPLOAD_BYTES = 25 * 1024 * 1024  # a 640x640 Deep PCB board is ~50 kB; a 6000x6000 scan PNG fits
 DEEPPCB_SIZE = (640, 640)
 CONF_FLOOR = 0.001  # inference runs once at this confidence; the slider only filters (no re-inference)
-UPLOAD_PREFIX = "uploads"
-RAW_PREFIX = "raw/deeppcb/PCBData"
 GT_COLOUR = (60, 200, 60)  # BGR green, drawn thin with a "GT" tag
 DISPLAY_MAX_SIDE = 1600  # larger images are shown downscaled (the detections keep full-resolution coordinates)
 
@@ -188,7 +186,7 @@ def safe_upload_name(name: str | None, data: bytes, suffix: str = ".jpg") -> str
     return f"{sha256(data)[:12]}_{stem}{suffix}"
 
 
-def upload_stage_path(name: str | None, data: bytes, suffix: str = ".jpg") -> str:
+def new_upload_path(name: str | None, data: bytes, suffix: str = ".jpg") -> str:
     return f"{UPLOAD_PREFIX}/{safe_upload_name(name, data, suffix)}"
 
 
@@ -214,7 +212,7 @@ def stored_format(data: bytes) -> tuple[str, bytes]:
 def stage_payload(data: bytes, name: str | None) -> tuple[str, bytes]:
     """(stage path under uploads/, bytes to store), see `stored_format`."""
     suffix, payload = stored_format(data)
-    return upload_stage_path(name, data, suffix), payload
+    return new_upload_path(name, data, suffix), payload
 
 
 def pair_payloads(board: bytes, board_name: str | None, template: bytes) -> list[tuple[str, bytes]]:
@@ -255,7 +253,7 @@ class StageBoard:
         return f"{self.board_id} ({self.group}){'' if self.label_path else ' - no labels'}"
 
 
-def boards_from_listing(paths: list[str], prefix: str = RAW_PREFIX) -> list[StageBoard]:
+def boards_from_listing(paths: list[str], prefix: str = RAW_DATA_PREFIX) -> list[StageBoard]:
     """Deep PCB test images under `prefix` with their label files (when listed), sorted by board id."""
     prefix = prefix.rstrip("/") + "/"
     rel = {p[len(prefix):] for p in paths if p.startswith(prefix)}
@@ -271,7 +269,7 @@ def boards_from_listing(paths: list[str], prefix: str = RAW_PREFIX) -> list[Stag
     return sorted(boards, key=lambda b: (b.board_id, b.group))
 
 
-def list_stage_boards(stage, prefix: str = RAW_PREFIX) -> list[StageBoard]:
+def list_stage_boards(stage, prefix: str = RAW_DATA_PREFIX) -> list[StageBoard]:
     return boards_from_listing([f.path for f in stage.list(prefix)], prefix)
 
 

@@ -50,7 +50,7 @@ def _current_image() -> dict | None:
         st.error(f"The stage could not be listed: {type(e).__name__}: {e}")
         return None
     if not boards:
-        st.info(f"No Deep PCB boards on the stage yet (under {vision.RAW_PREFIX}/). Run `pcb-pipeline demo` or "
+        st.info(f"No Deep PCB boards on the stage yet (under {vision.RAW_DATA_PREFIX}/). Run `pcb-pipeline demo` or "
                 "materialise `raw_pcb_images`, or upload an image.")
         return None
     board = st.selectbox("Board", boards, format_func=lambda b: b.label, key="lab_board")

@@ -38,6 +38,10 @@ class Stage(Protocol):
         ...
 
 
+class BackendConfigError(RuntimeError):
+    """Missing or wrong backend settings; the message names the setting."""
+
+
 class QueryTimeoutError(RuntimeError):
     """A statement ran past its time limit and was stopped."""
 

@@ -6,11 +6,7 @@ from pathlib import Path
 
 from pcb_pipeline import settings
 
-from .base import ModelRegistry, Stage, Warehouse
-
-
-class BackendConfigError(RuntimeError):
-    pass
+from .base import BackendConfigError, ModelRegistry, Stage, Warehouse  # noqa: F401 - BackendConfigError re-exported
 
 
 def backend_name() -> str:

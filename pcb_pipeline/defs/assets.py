@@ -20,13 +20,13 @@ from pcb_pipeline.core.classes import CLASS_NAMES
 from pcb_pipeline.core.defect_logs import InspectedImage, board_id_from_path, build_rows
 from pcb_pipeline.core.images import read_image
 from pcb_pipeline.core.progress import Progress
+from pcb_pipeline.core.stage_layout import (DATASET_PREFIX, HELDOUT_PREFIX, RAW_DATA_PREFIX, RAW_PREFIX,
+                                            UPLOAD_PREFIX)
 from pcb_pipeline.core.metadata import board_metadata
 from pcb_pipeline.core.reference import REFERENCE, TEST_ONLY, check_input_mode
 from pcb_pipeline.defs.preview import preview_markdown
 from pcb_pipeline.defs.resources import RegistryResource, StageResource, TrainingResource, WarehouseResource
 
-RAW_PREFIX = "raw/deeppcb"
-DATASET_PREFIX = "datasets/yolo"
 CANDIDATE_POINTER = "models/candidate.json"
 GOLDEN_QUERY = ("SELECT detected_class, COUNT(*) FROM DEFECT_LOGS WHERE factory_line_id = 'SHANGHAI' "
                 "AND timestamp >= DATEADD(week, -1, CURRENT_DATE()) GROUP BY detected_class")
@@ -91,9 +91,9 @@ def raw_pcb_images(context: dg.AssetExecutionContext, config: RawImagesConfig,
 def landing_files(samples: list[deeppcb.Sample], split_file: Path) -> list[tuple[Path, str]]:
     """(local file, stage path) of a landing: every pair's test image, template and labels, the split file last."""
     base = split_file.parent
-    pairs = [(f, f"{RAW_PREFIX}/PCBData/{f.relative_to(base).as_posix()}")
+    pairs = [(f, f"{RAW_DATA_PREFIX}/{f.relative_to(base).as_posix()}")
              for s in samples for f in (s.test_image, s.template_image, s.label_file)]
-    return pairs + [(split_file, f"{RAW_PREFIX}/PCBData/{split_file.name}")]
+    return pairs + [(split_file, f"{RAW_DATA_PREFIX}/{split_file.name}")]
 
 
 def _download_raw(st, split: str = "trainval") -> list[deeppcb.Sample]:
@@ -113,7 +113,7 @@ def pcb_metadata(config: MetadataConfig, stage: StageResource, warehouse: Wareho
     Dates are anchored on the day the raw images landed on the stage (not on the day this runs), so a re-run
     writes the same rows until the images are landed again."""
     st, wh = stage.get(), warehouse.get()
-    split_path = f"{RAW_PREFIX}/PCBData/trainval.txt"
+    split_path = f"{RAW_DATA_PREFIX}/trainval.txt"
     listed = [f for f in st.list(split_path) if f.path == split_path]
     if not listed:
         raise dg.Failure(f"{split_path} is not on the stage: materialise raw_pcb_images first", allow_retries=False)
@@ -124,7 +124,7 @@ def pcb_metadata(config: MetadataConfig, stage: StageResource, warehouse: Wareho
                          allow_retries=False) from None
     samples = deeppcb.read_split(st.get_file(split_path, scratch_dir("split") / "trainval.txt"))
     rows = pd.DataFrame([{**board_metadata(s.board_id, s.group, anchor),
-                          "source_image_path": f"{RAW_PREFIX}/PCBData/{s.group}/{s.test_image.parent.name}/{s.test_image.name}"}
+                          "source_image_path": f"{RAW_DATA_PREFIX}/{s.group}/{s.test_image.parent.name}/{s.test_image.name}"}
                          for s in samples])
     wh.upsert("PCB_METADATA", ["board_id"], rows)
     by_line = rows.groupby("factory_line_id").size().to_dict()
@@ -249,7 +249,6 @@ def registered_model(context: dg.AssetExecutionContext, stage: StageResource,
 #                       unpartitioned graph above stays materialisable in one run.
 # A re-run of either replaces its batch's rows with identical ones: ids are stable and `timestamp` is when the image
 # landed on the stage (its LIST last_modified), not the wall clock of the run.
-UPLOAD_PREFIX = "uploads"  # the Streamlit app writes uploads here; the upload sensor watches it
 UPLOAD_PARTITIONS = dg.DynamicPartitionsDefinition(name="uploads")  # key = path under uploads/, e.g. "ab12_board.jpg"
 # Transient failures (warehouse lock held past the in-process retries, stage I/O, registry download) are retried with
 # exponential backoff; bad input raises dg.Failure(allow_retries=False) and fails at once with its reason.
@@ -258,7 +257,6 @@ INFERENCE_RETRY = dg.RetryPolicy(max_retries=3, delay=2.0, backoff=dg.Backoff.EX
 IMAGE_FILE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
 
-HELDOUT_PREFIX = f"{DATASET_PREFIX}/images/val"
 
 
 class InferenceConfig(dg.Config):
@@ -274,7 +272,7 @@ class UploadInferenceConfig(dg.Config):
     confidence: float = 0.25
 
 
-def upload_stage_path(partition_key: str) -> str:
+def partition_stage_path(partition_key: str) -> str:
     """uploads/<partition key>; refuses keys that are empty, absolute or climb out of the upload folder."""
     from pcb_pipeline.backends.local import StagePathError, clean_stage_path
 
@@ -360,7 +358,7 @@ def _heldout_raw_boards(st) -> list:
     """The raw test images of the dataset's validation groups (their templates lie beside them under raw/)."""
     groups_file = st.get_file(f"{DATASET_PREFIX}/groups.yaml", scratch_dir("heldout_groups") / "groups.yaml")
     val_groups = (yaml.safe_load(groups_file.read_text()) or {}).get("val") or []
-    return [f for g in val_groups for f in _board_files(st, f"{RAW_PREFIX}/PCBData/{g}")
+    return [f for g in val_groups for f in _board_files(st, f"{RAW_DATA_PREFIX}/{g}")
             if PurePosixPath(f.path).stem.endswith("_test")]
 
 
@@ -499,7 +497,7 @@ def upload_defect_logs(context: dg.AssetExecutionContext, config: UploadInferenc
 
     key = context.partition_key
     try:
-        path = upload_stage_path(key)
+        path = partition_stage_path(key)
     except ValueError as e:
         raise dg.Failure(str(e), allow_retries=False) from None
     if Path(path).suffix.lower() not in IMAGE_FILE_SUFFIXES:

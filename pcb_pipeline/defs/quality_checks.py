@@ -203,10 +203,10 @@ def build_defect_log_checks(asset, per_partition: bool):
     def _checks(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource):
         batch = None
         if per_partition:
-            from pcb_pipeline.defs.assets import upload_stage_path
+            from pcb_pipeline.defs.assets import partition_stage_path
 
             key = context.run.tags.get(PARTITION_TAG) if context.run else None
-            batch = upload_stage_path(key) if key else None
+            batch = partition_stage_path(key) if key else None
         wh = retry_on_lock(warehouse.get, log=context.log.info)
         rows = int(retry_on_lock(wh.query, "SELECT COUNT(*) AS n FROM DEFECT_LOGS" + (
             f" WHERE batch_id = {sql_literal(batch)}" if batch is not None else ""))["n"][0])

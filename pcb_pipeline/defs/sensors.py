@@ -58,7 +58,8 @@ import dagster as dg
 from pcb_pipeline import settings
 from pcb_pipeline.backends.local import StagePathError
 from pcb_pipeline.core.deeppcb import is_template_name, listed_template
-from pcb_pipeline.defs.assets import IMAGE_FILE_SUFFIXES, UPLOAD_PARTITIONS, UPLOAD_PREFIX, upload_stage_path
+from pcb_pipeline.core.stage_layout import MAX_UPLOAD_BYTES, UPLOAD_PREFIX
+from pcb_pipeline.defs.assets import IMAGE_FILE_SUFFIXES, UPLOAD_PARTITIONS, partition_stage_path
 from pcb_pipeline.defs.jobs import upload_inference_job
 from pcb_pipeline.defs.resources import RegistryResource, StageResource
 
@@ -71,7 +72,6 @@ TEMPLATE_TAG = "pcb/template_md5"
 TEMPLATE_FILE_TAG = "pcb/template_file"  # file_version of the template a run read
 TEMP_SUFFIXES = (".part", ".partial", ".tmp", ".temp", ".crdownload", ".filepart", ".download", ".upload", "~",
                  ".swp")
-MAX_UPLOAD_BYTES = 64 * 1024 * 1024
 TEMPLATE_REASON = ("a template (<id>_temp.*): the golden board a reference-aware model compares <id>_test.* with, "
                    "not a board to inspect")
 _INVALID_KEY_PARTS = ("...", "\a", "\b", "\f", "\n", "\r", "\t", "\v", "\0")
@@ -248,7 +248,7 @@ def key_problem(key: str) -> str | None:
     if any(p in key for p in _INVALID_KEY_PARTS) or len(key) > 1000 or not key.isprintable():
         return "the file name cannot be a partition key (control characters, '...', or over 1000 characters)"
     try:
-        upload_stage_path(key)
+        partition_stage_path(key)
     except ValueError as e:
         return str(e)
     return None
@@ -576,12 +576,10 @@ def failure_record(context) -> dict:
                        "error_type": cls})
     planned, done = set(), set()
     try:
-        from dagster._core.events import DagsterEventType
-
-        for rec in instance.all_logs(run.run_id, of_type={DagsterEventType.ASSET_MATERIALIZATION_PLANNED,
-                                                          DagsterEventType.ASSET_MATERIALIZATION}):
+        for rec in instance.all_logs(run.run_id, of_type={dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED,
+                                                          dg.DagsterEventType.ASSET_MATERIALIZATION}):
             ev = rec.dagster_event
-            (planned if ev.event_type == DagsterEventType.ASSET_MATERIALIZATION_PLANNED else done).add(
+            (planned if ev.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED else done).add(
                 ev.asset_key.to_user_string())
     except Exception:  # noqa: BLE001
         pass

@@ -101,7 +101,7 @@ def test_safe_upload_names(name, expected_tail):
     assert out.endswith(expected_tail), out
     assert out.startswith(vision.sha256(data)[:12] + "_")
     assert "/" not in out and "\\" not in out and ".." not in out.replace("...", "")
-    assert PurePosixPath(vision.upload_stage_path(name, data)).parent == PurePosixPath("uploads")
+    assert PurePosixPath(vision.new_upload_path(name, data)).parent == PurePosixPath("uploads")
 
 
 def test_upload_names_are_unique_per_content_and_stable():

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-from pcb_pipeline.backends.factory import BackendConfigError
+from pcb_pipeline.backends.base import BackendConfigError
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
 ACCOUNT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
