@@ -16,13 +16,11 @@ def _print_table(df) -> None:
 
 
 def _champion_weights() -> Path:
+    from pcb_pipeline.backends.champion import champion_weights, require_champion
     from pcb_pipeline.backends.factory import registry
 
     reg = registry()
-    champ = reg.champion()
-    if champ is None:
-        raise SystemExit("no champion model is registered yet: run `pcb-pipeline demo` first or pass --weights")
-    return reg.download_weights(champ, settings.paths().work / "champion")
+    return champion_weights(reg, require_champion(reg, "run `pcb-pipeline demo` first or pass --weights"))
 
 
 def cmd_demo(args) -> int:
@@ -340,7 +338,8 @@ def one_sentence(e: BaseException) -> str:
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
     text = lines[0] if lines else type(e).__name__
     text = text if len(text) <= 300 else text[:297] + "..."
-    return text if type(e).__name__ in text else f"{type(e).__name__}: {text}"
+    ours = type(e).__module__.startswith("pcb_pipeline")  # our own errors are written as sentences already
+    return text if ours or type(e).__name__ in text else f"{type(e).__name__}: {text}"
 
 
 if __name__ == "__main__":

@@ -8,29 +8,25 @@ from pathlib import Path
 
 import numpy as np
 
-from pcb_pipeline import settings
 
 
-class NoChampionError(RuntimeError):
-    pass
+from pcb_pipeline.backends.champion import NoChampionError  # noqa: F401 - the page catches it from here
 
 
 def champion_version():
     """The registry's champion (a ModelVersion), or raise NoChampionError with what to do."""
+    from pcb_pipeline.backends.champion import require_champion
     from pcb_pipeline.backends.factory import registry
 
-    champ = registry().champion()
-    if champ is None:
-        raise NoChampionError("No champion model is registered yet. Run `pcb-pipeline demo` (or the Dagster "
-                              "`registered_model` asset) to train and register one, then reload this page.")
-    return champ
+    return require_champion(registry(), "run `pcb-pipeline demo` (or the Dagster `registered_model` asset) to "
+                                        "train and register one, then reload this page")
 
 
 def champion_weights(version=None) -> Path:
+    from pcb_pipeline.backends import champion
     from pcb_pipeline.backends.factory import registry
 
-    version = version or champion_version()
-    return registry().download_weights(version, settings.paths().work / "app" / "champion")
+    return champion.champion_weights(registry(), version or champion_version())
 
 
 class SerializedDetector:

@@ -109,7 +109,7 @@ class MLflowRegistry:
         artifact root is re-rooted at the artifact folder beside this tracking database (settings' layout:
         <home>/mlflow/mlflow.db and <home>/mlflow/artifacts)."""
         import mlflow
-        from urllib.parse import unquote, urlparse
+        from urllib.parse import unquote
 
         mv = self.client.get_model_version(self.model_name, version.version)
         logged = mlflow.get_logged_model(str(mv.source).removeprefix("models:/"))

@@ -2,42 +2,34 @@
 
 import json
 import os
-import shutil
 import tempfile
 from collections import Counter
 from datetime import date, datetime, timezone
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import dagster as dg
 import pandas as pd
-import yaml
 
 from pcb_pipeline import settings
-from pcb_pipeline.backends.base import TrainingRequest, TrainingResult, replace_prefix, stage_templates
+from pcb_pipeline.backends.base import TrainingRequest, TrainingResult, replace_prefix
 from pcb_pipeline.backends.locks import retry_on_lock
 from pcb_pipeline.core import deeppcb, synthetic, yolo_format
 from pcb_pipeline.core.classes import CLASS_NAMES
-from pcb_pipeline.core.defect_logs import InspectedImage, board_id_from_path, build_rows
-from pcb_pipeline.core.images import read_image
+from pcb_pipeline.core.defect_logs import board_id_from_path
+from pcb_pipeline.core.images import IMAGE_SUFFIXES, read_image
 from pcb_pipeline.core.progress import Progress
 from pcb_pipeline.core.stage_layout import (DATASET_PREFIX, HELDOUT_PREFIX, RAW_DATA_PREFIX, RAW_PREFIX,
                                             UPLOAD_PREFIX)
 from pcb_pipeline.core.metadata import board_metadata
-from pcb_pipeline.core.reference import REFERENCE, TEST_ONLY, check_input_mode
+from pcb_pipeline.core.reference import TEST_ONLY, check_input_mode
+from pcb_pipeline.defs import inference
 from pcb_pipeline.defs.preview import preview_markdown
+from pcb_pipeline.defs.scratch import scratch_dir
 from pcb_pipeline.defs.resources import RegistryResource, StageResource, TrainingResource, WarehouseResource
 
 CANDIDATE_POINTER = "models/candidate.json"
 GOLDEN_QUERY = ("SELECT detected_class, COUNT(*) FROM DEFECT_LOGS WHERE factory_line_id = 'SHANGHAI' "
                 "AND timestamp >= DATEADD(week, -1, CURRENT_DATE()) GROUP BY detected_class")
-
-
-def scratch_dir(name: str) -> Path:
-    """An empty folder under PCB_HOME/work for one asset's intermediate files."""
-    d = settings.paths().work / name
-    shutil.rmtree(d, ignore_errors=True)
-    d.mkdir(parents=True)
-    return d
 
 
 def _per_class(counts: Counter) -> dict[str, int]:
@@ -123,8 +115,8 @@ def pcb_metadata(config: MetadataConfig, stage: StageResource, warehouse: Wareho
         raise dg.Failure(f"anchor_date must be an ISO date (YYYY-MM-DD), got {config.anchor_date!r}",
                          allow_retries=False) from None
     samples = deeppcb.read_split(st.get_file(split_path, scratch_dir("split") / "trainval.txt"))
-    rows = pd.DataFrame([{**board_metadata(s.board_id, s.group, anchor),
-                          "source_image_path": f"{RAW_DATA_PREFIX}/{s.group}/{s.test_image.parent.name}/{s.test_image.name}"}
+    rows = pd.DataFrame([{**board_metadata(s.board_id, s.group, anchor), "source_image_path":
+                          f"{RAW_DATA_PREFIX}/{s.group}/{s.test_image.parent.name}/{s.test_image.name}"}
                          for s in samples])
     wh.upsert("PCB_METADATA", ["board_id"], rows)
     by_line = rows.groupby("factory_line_id").size().to_dict()
@@ -241,7 +233,7 @@ def registered_model(context: dg.AssetExecutionContext, stage: StageResource,
 
 
 # --------------------------------------------------------------------------------------------------- inference
-# Two assets share one inference path (`_infer` + `_store`):
+# Two assets share one inference path (`infer` + `store`):
 #   defect_logs         unpartitioned: the held-out boards as batch "heldout"; what the demo job and
 #                       `dagster asset materialize --select '*'` run.
 #   upload_defect_logs  one dynamic partition per file under uploads/ (added by the upload sensor), batch_id = the
@@ -254,7 +246,6 @@ UPLOAD_PARTITIONS = dg.DynamicPartitionsDefinition(name="uploads")  # key = path
 # exponential backoff; bad input raises dg.Failure(allow_retries=False) and fails at once with its reason.
 INFERENCE_RETRY = dg.RetryPolicy(max_retries=3, delay=2.0, backoff=dg.Backoff.EXPONENTIAL,
                                  jitter=dg.Jitter.PLUS_MINUS)
-IMAGE_FILE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
 
 
@@ -288,156 +279,12 @@ def partition_stage_path(partition_key: str) -> str:
     return path
 
 
-def champion_weights(reg, champion) -> Path:
-    """The champion's weights in a local cache shared by concurrent runs: each run downloads into a private folder
-    and renames it into place, so two runs never write the same files."""
-    import re
-    import uuid
-
-    key = re.sub(r"[^A-Za-z0-9._-]+", "_", champion.run_id or f"{champion.name}-v{champion.version}")
-    final = settings.paths().work / "champions" / key
-    cached = sorted(final.glob("*.pt")) if final.is_dir() else []
-    if cached:
-        return cached[0]
-    tmp = final.parent / f".{key}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
-    try:
-        weights = Path(reg.download_weights(champion, tmp))
-        try:
-            os.rename(weights.parent, final)
-        except OSError:
-            if not (final / weights.name).is_file():  # not lost to a concurrent run: a real error
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return final / weights.name
-
-
 def _require_champion(reg, registry: RegistryResource):
     champion = reg.champion()
     if champion is None:
         raise dg.Failure(f"no champion model in registry '{registry.model_name}': materialise registered_model "
                          f"with a model that clears mAP50 >= {registry.min_map50}", allow_retries=False)
     return champion
-
-
-def _champion_detector(reg, champion, confidence: float):
-    from pcb_pipeline.vision.detector import Detector
-
-    return Detector(champion_weights(reg, champion), conf=confidence)
-
-
-def _champion_input_mode(st, reg, champion) -> str:
-    """The champion's input mode without loading it (for registry-side inference): train.py records it in
-    metrics.json, which lies on the stage beside the weights (models/<run id>/). A version without that record has
-    its weights downloaded (cached, champion_weights) and the stamp read, as the in-process path does."""
-    if champion.weights_uri:
-        record = str(PurePosixPath(champion.weights_uri).with_name("metrics.json"))
-        if any(f.path == record for f in st.list(record)):
-            with tempfile.TemporaryDirectory(prefix="champion-") as tmp:
-                mode = json.loads(st.get_file(record, Path(tmp) / "metrics.json").read_text()).get("input_mode")
-            if mode:
-                return check_input_mode(mode)
-    return _champion_detector(reg, champion, 0.25).input_mode
-
-
-def _board_files(st, prefix: str) -> list:
-    """Board images under a stage prefix (templates, ``<id>_temp.*``, are references, not boards)."""
-    return [f for f in st.list(prefix)
-            if Path(f.path).suffix.lower() in IMAGE_FILE_SUFFIXES and not deeppcb.is_template_name(f.path)]
-
-
-def _staged_dataset_mode(st) -> str:
-    """The input mode of the dataset on the stage (no data.yaml there: board images)."""
-    data_yaml = f"{DATASET_PREFIX}/data.yaml"
-    if not any(f.path == data_yaml for f in st.list(data_yaml)):
-        return TEST_ONLY
-    return yolo_format.dataset_input_mode(st.get_file(data_yaml, scratch_dir("heldout_dataset") / "data.yaml").parent)
-
-
-def _heldout_raw_boards(st) -> list:
-    """The raw test images of the dataset's validation groups (their templates lie beside them under raw/)."""
-    groups_file = st.get_file(f"{DATASET_PREFIX}/groups.yaml", scratch_dir("heldout_groups") / "groups.yaml")
-    val_groups = (yaml.safe_load(groups_file.read_text()) or {}).get("val") or []
-    return [f for g in val_groups for f in _board_files(st, f"{RAW_DATA_PREFIX}/{g}")
-            if PurePosixPath(f.path).stem.endswith("_test")]
-
-
-def _stage_templates(st, files, local_dir: Path) -> tuple[dict[str, Path], dict[str, str]]:
-    """Each board's template from the stage (Deep PCB naming, ``backends.base.stage_templates``), downloaded:
-    (board stage path -> local template, board stage path -> template stage path). Boards without one are absent."""
-    where = stage_templates(st, [f.path for f in files])
-    local = {f.path: st.get_file(t, local_dir / f"{i:05d}_temp{PurePosixPath(t).suffix.lower()}")
-             for i, f in enumerate(files) if (t := where.get(f.path))}
-    return local, where
-
-
-def _infer(context, st, wh, detector, champion, files, batch_id: str, local_dir: Path, plot_path) -> dict:
-    """Detect defects on stage images; returns rows for DEFECT_LOGS and BOARD_INSPECTIONS (nothing written yet)."""
-    from pcb_pipeline.vision.batch import run_batch
-    from pcb_pipeline.vision.detector import draw_detections
-
-    landed = {f.path: f.last_modified for f in files}
-    local = {f.path: st.get_file(f.path, local_dir / f"{i:05d}{Path(f.path).suffix.lower()}")
-             for i, f in enumerate(files)}
-    templates, template_paths = _stage_templates(st, files, local_dir) if detector.needs_template else ({}, {})
-    inspected, plotted, errors = [], [], []
-    inferring = Progress("inferring boards", len(local), context.log.info)
-    for path, image, dets, error in run_batch(detector, local, templates=templates):
-        inferring.step()
-        if error:
-            error = error.replace(str(local[path]), path)
-            errors.append(error.replace(str(templates[path]), template_paths[path]) if path in templates else error)
-            continue
-        inspected.append(InspectedImage(path, image.shape[1], image.shape[0], dets, timestamp=landed[path]))
-        plot = draw_detections(image, dets)
-        _save_plot(st, plot_path(path), plot, local_dir)
-        if len(plotted) < 4:
-            plotted.append(plot)
-    return {**_rows(context, wh, champion, batch_id, inspected),
-            "errors": errors, "plotted": plotted, "backend": detector.backend, "input_mode": detector.input_mode,
-            "templates": template_paths}
-
-
-def _infer_remote(context, inf, st, wh, champion, files, batch_id: str, confidence: float, input_mode: str,
-                  local_dir: Path) -> dict:
-    """_infer's result with the champion run by the registry (`inf`: a run_batch job or a service reading the images,
-    and templates, from the stage). Only the first few inspected boards are fetched, to draw the preview."""
-    from pcb_pipeline.backends.snowflake.inference import inspected_images
-    from pcb_pipeline.vision.detector import draw_detections
-
-    predicted = inf.predict(champion, [f.path for f in files], batch_id, confidence)
-    inspected, errors = inspected_images(predicted, {f.path: f.last_modified for f in files})
-    answered = set(predicted["IMAGE_PATH"])
-    errors += [f"{f.path}: no row returned by {inf.backend}" for f in files if f.path not in answered]
-    plotted = []
-    for i, im in enumerate(inspected[:4]):  # the preview's boards only, not the batch
-        local = st.get_file(im.image_path, local_dir / f"{i:05d}{Path(im.image_path).suffix.lower()}")
-        plotted.append(draw_detections(read_image(local), im.detections))
-    return {**_rows(context, wh, champion, batch_id, inspected),
-            "errors": errors, "plotted": plotted, "backend": inf.backend, "input_mode": input_mode, "templates": {}}
-
-
-def _rows(context, wh, champion, batch_id: str, inspected: list) -> dict:
-    """DEFECT_LOGS and BOARD_INSPECTIONS rows of the inspected images (nothing written yet)."""
-    lines = retry_on_lock(wh.query, "SELECT board_id, factory_line_id FROM PCB_METADATA", log=context.log.info)
-    factory_lines = dict(zip(lines["board_id"], lines["factory_line_id"]))
-    model_version = f"{champion.name}/{champion.version}"
-    # one build_rows per batch: per image it cost ~1.3 ms of pandas (bench/RESULTS.md, "asset style")
-    logs, inspections = build_rows(batch_id, inspected, factory_lines, model_version, champion.run_id,
-                                   datetime.now(timezone.utc))
-    return {"logs": logs, "inspections": inspections, "model_version": model_version}
-
-
-def _store(context, wh, batch_id: str, out: dict) -> None:
-    """Replace the batch's rows in both tables in one transaction (never detections without their board rows);
-    waits (with backoff) while another process holds the warehouse."""
-    retry_on_lock(wh.replace_batch, "batch_id", batch_id, {"DEFECT_LOGS": out["logs"],
-                                                           "BOARD_INSPECTIONS": out["inspections"]},
-                  log=context.log.info)
-
-
-def _per_class_detections(logs: pd.DataFrame) -> dict:
-    return {k: int(v) for k, v in logs["detected_class"].value_counts().items()} if len(logs) else {}
 
 
 @dg.asset(group_name="warehouse", kinds={"duckdb", "snowflake"}, deps=[registered_model, pcb_metadata],
@@ -453,31 +300,28 @@ def defect_logs(context: dg.AssetExecutionContext, config: InferenceConfig, stag
     wh = retry_on_lock(warehouse.get, log=context.log.info)
     champion = _require_champion(reg, registry)
     inf = registry.batch_inference(log=context.log.info)  # None: the champion runs here
-    detector = None if inf else _champion_detector(reg, champion, config.confidence)
-    input_mode = detector.input_mode if detector else _champion_input_mode(st, reg, champion)
-    if config.image_prefix == HELDOUT_PREFIX and (input_mode == REFERENCE or _staged_dataset_mode(st) == REFERENCE):
-        files, source = _heldout_raw_boards(st), f"{RAW_PREFIX} (validation groups, with templates)"
-    else:
-        files, source = _board_files(st, config.image_prefix), config.image_prefix
+    detector = None if inf else inference.champion_detector(reg, champion, config.confidence)
+    input_mode = detector.input_mode if detector else inference.champion_input_mode(st, reg, champion)
+    files, source = inference.batch_files(st, config.image_prefix, input_mode)
     if not files:
         raise dg.Failure(f"no images under stage prefix {source!r}", allow_retries=False)
-    local_dir = scratch_dir(f"inference_{config.batch_id}")
-    out = (_infer_remote(context, inf, st, wh, champion, files, config.batch_id, config.confidence, input_mode,
-                         local_dir) if inf else
-           _infer(context, st, wh, detector, champion, files, config.batch_id, local_dir,
-                  lambda path: f"predictions/{config.batch_id}/{Path(path).stem}_pred.jpg"))
+    local_dir, log = scratch_dir(f"inference_{config.batch_id}"), context.log.info
+    out = (inference.infer_remote(log, inf, st, wh, champion, files, config.batch_id, config.confidence, input_mode,
+                                  local_dir) if inf else
+           inference.infer(log, st, wh, detector, champion, files, config.batch_id, local_dir,
+                           lambda path: f"predictions/{config.batch_id}/{Path(path).stem}_pred.jpg"))
     if out["errors"] and not len(out["inspections"]):  # storing nothing would wipe the batch's earlier rows
         raise dg.Failure(f"no board of {len(files)} could be inspected, the batch's rows are kept as they were; "
                          f"first error: {out['errors'][0]}", allow_retries=False,
                          metadata={"unreadable_images": dg.MetadataValue.json(out["errors"][:50])})
-    _store(context, wh, config.batch_id, out)
+    inference.store(context.log.info, wh, config.batch_id, out)
     golden = retry_on_lock(wh.query, GOLDEN_QUERY, log=context.log.info)
     return dg.MaterializeResult(metadata={
         "batch_id": config.batch_id,
         "images": len(out["inspections"]),
         "unreadable_images": dg.MetadataValue.json(out["errors"]),
         "detections": len(out["logs"]),
-        "detections_per_class": dg.MetadataValue.json(_per_class_detections(out["logs"])),
+        "detections_per_class": dg.MetadataValue.json(inference.per_class_detections(out["logs"])),
         "model_version": out["model_version"],
         "model_input": out["input_mode"],
         "images_from": source,
@@ -500,8 +344,8 @@ def upload_defect_logs(context: dg.AssetExecutionContext, config: UploadInferenc
         path = partition_stage_path(key)
     except ValueError as e:
         raise dg.Failure(str(e), allow_retries=False) from None
-    if Path(path).suffix.lower() not in IMAGE_FILE_SUFFIXES:
-        raise dg.Failure(f"{path}: not an image file name (expected one of {sorted(IMAGE_FILE_SUFFIXES)})",
+    if Path(path).suffix.lower() not in IMAGE_SUFFIXES:
+        raise dg.Failure(f"{path}: not an image file name (expected one of {sorted(IMAGE_SUFFIXES)})",
                          allow_retries=False)
     st, reg = stage.get(), registry.get()
     listed = [f for f in st.list(path) if f.path == path]
@@ -513,36 +357,28 @@ def upload_defect_logs(context: dg.AssetExecutionContext, config: UploadInferenc
     work = settings.paths().work / "uploads"
     work.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="upload-", dir=work) as tmp:
-        out = _infer(context, st, wh, _champion_detector(reg, champion, config.confidence), champion, listed, path,
-                     Path(tmp),
-                     lambda p: f"predictions/{Path(p).with_suffix('').as_posix()}_pred.jpg")
+        detector = inference.champion_detector(reg, champion, config.confidence)
+        out = inference.infer(context.log.info, st, wh, detector, champion, listed, path, Path(tmp),
+                              lambda p: f"predictions/{Path(p).with_suffix('').as_posix()}_pred.jpg")
         digest = hashlib.md5(next(Path(tmp).glob("00000.*")).read_bytes()).hexdigest()
     if out["errors"]:  # nothing was written: the rows of an earlier version of this upload stay as they were
         raise dg.Failure(f"unreadable upload: {out['errors'][0]}", allow_retries=False,
                          metadata={"upload": path, "content_md5": digest})
     requested = context.run.tags.get("pcb/content_md5") if context.run else None
-    _store(context, wh, path, out)
+    inference.store(context.log.info, wh, path, out)
     return dg.MaterializeResult(metadata={
         "upload": path,
         "content_md5": digest,
         "content_changed_since_request": bool(requested and requested != digest),
         "board_id": board_id_from_path(path),
         "detections": len(out["logs"]),
-        "detections_per_class": dg.MetadataValue.json(_per_class_detections(out["logs"])),
+        "detections_per_class": dg.MetadataValue.json(inference.per_class_detections(out["logs"])),
         "model_version": out["model_version"],
         "model_input": out["input_mode"],
         "template": out["templates"].get(path, ""),  # what a reference-aware champion compared the board with
         "inference_backend": out["backend"],
         "preview": preview_markdown(out["plotted"], "prediction"),
     })
-
-
-def _save_plot(st, stage_target: str, plot, local_dir: Path) -> None:
-    import cv2
-
-    f = local_dir / f"plot_{Path(stage_target).name}"
-    cv2.imwrite(str(f), plot)
-    st.put_file(f, stage_target)
 
 
 assets = [raw_pcb_images, pcb_metadata, yolo_dataset, trained_detector, registered_model, defect_logs]

@@ -2,7 +2,8 @@
 
 import dagster as dg
 
-from pcb_pipeline.defs.assets import defect_logs, pcb_metadata, scratch_dir
+from pcb_pipeline.defs.assets import defect_logs, pcb_metadata
+from pcb_pipeline.defs.scratch import scratch_dir
 from pcb_pipeline.defs.resources import SearchIndexResource, StageResource, WarehouseResource
 from pcb_pipeline.knowledge.semantic_model import SEMANTIC_MODEL_STAGE_PATH
 

@@ -59,7 +59,8 @@ from pcb_pipeline import settings
 from pcb_pipeline.backends.local import StagePathError
 from pcb_pipeline.core.deeppcb import is_template_name, listed_template
 from pcb_pipeline.core.stage_layout import MAX_UPLOAD_BYTES, UPLOAD_PREFIX
-from pcb_pipeline.defs.assets import IMAGE_FILE_SUFFIXES, UPLOAD_PARTITIONS, partition_stage_path
+from pcb_pipeline.core.images import IMAGE_SUFFIXES
+from pcb_pipeline.defs.assets import UPLOAD_PARTITIONS, partition_stage_path
 from pcb_pipeline.defs.jobs import upload_inference_job
 from pcb_pipeline.defs.resources import RegistryResource, StageResource
 
@@ -397,8 +398,8 @@ def plan_uploads(files: Iterable, cursor: UploadCursor, now: float, s: UploadSen
             reject("zero-byte file")
             continue
         suffix = PurePosixPath(name).suffix.lower()
-        if suffix not in IMAGE_FILE_SUFFIXES:
-            reject(f"not an image: suffix {suffix or '(none)'!r}, expected one of {sorted(IMAGE_FILE_SUFFIXES)}")
+        if suffix not in IMAGE_SUFFIXES:
+            reject(f"not an image: suffix {suffix or '(none)'!r}, expected one of {sorted(IMAGE_SUFFIXES)}")
             continue
         if f.size > MAX_UPLOAD_BYTES:
             reject(f"too large: {f.size:,} bytes (limit {MAX_UPLOAD_BYTES:,})")

@@ -18,8 +18,8 @@ from sf_fakes import FakeSession
 from test_sf_inference import batch_job_player, registered
 
 from pcb_pipeline.backends.snowflake.inference import RegistryInference
-from pcb_pipeline.defs.assets import (DATASET_PREFIX, GOLDEN_QUERY, HELDOUT_PREFIX, RAW_PREFIX, _champion_input_mode,
-                                      defect_logs)
+from pcb_pipeline.defs.assets import DATASET_PREFIX, GOLDEN_QUERY, HELDOUT_PREFIX, RAW_PREFIX, defect_logs
+from pcb_pipeline.defs.inference import champion_input_mode
 from pcb_pipeline.defs.resources import RegistryResource
 from pcb_pipeline.defs.snowflake_resources import SnowflakeRegistryResource, snowflake_resources
 
@@ -169,7 +169,7 @@ def test_a_reference_champion_reads_boards_with_templates_from_raw(world, fake_a
     # an older record without input_mode: the weights are fetched and their stamp read
     reference.write_text(json.dumps({k: v for k, v in record.items() if k != "input_mode"}))
     stage.put_file(reference, "models/r1/metrics.json")
-    assert _champion_input_mode(stage, w["registry"], w["version"]) == "test"
+    assert champion_input_mode(stage, w["registry"], w["version"]) == "test"
     assert _weights_fetched(fake_account)
 
 
