@@ -129,7 +129,7 @@ def cmd_predict(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from pcb_pipeline.vision.evaluate import evaluate_split
+    from pcb_pipeline.vision.evaluate import DEFAULT_TARGET_RECALLS, evaluate_split
 
     split = Path(args.split)
     if not split.is_absolute() and not split.exists():
@@ -146,7 +146,7 @@ def cmd_evaluate(args) -> int:
         print(f"error: model weights not found: {weights}", file=sys.stderr)
         return 2
     report = evaluate_split(weights, split, val_groups=args.val_groups, val_fraction=args.val_fraction,
-                            aoi=not args.no_aoi, target_recalls=tuple(args.target_recall or (0.90,)),
+                            aoi=not args.no_aoi, target_recalls=tuple(args.target_recall or DEFAULT_TARGET_RECALLS),
                             aoi_workers=args.aoi_workers)
     text = json.dumps(report, indent=2, default=str)
     if args.out:
@@ -193,9 +193,16 @@ def _print_evaluation(r: dict) -> None:
     for k, v in r["fpr_reduction"].items():
         if isinstance(v, dict):
             red = "n/a" if v["fpr_reduction"] is None else f"{v['fpr_reduction']:+.2f}"
+            boards = (f"; boards with a false call model {v['model_boards_with_false_call']:.3f} vs AOI "
+                      f"{v['aoi_boards_with_false_call']:.3f}" if v.get("model_boards_with_false_call") is not None
+                      and v.get("aoi_boards_with_false_call") is not None else "")
             print(f"  {k} (recall {v['target_recall']:.3f}): false calls/board model "
                   f"{v['model_false_calls_per_board']:.3f} vs AOI {v['aoi_false_calls_per_board']:.3f}; fpr model "
-                  f"{v['model_fpr']:.3f} vs AOI {v['aoi_fpr']:.3f}; fpr_reduction {red}")
+                  f"{v['model_fpr']:.3f} vs AOI {v['aoi_fpr']:.3f}; fpr_reduction {red}{boards}")
+    ms = r.get("ms_per_board") or {}
+    if ms.get("model") is not None:
+        print(f"ms per board (this run, decoding included): model {ms['model']:.1f}, AOI "
+              f"{ms['aoi'] if ms.get('aoi') is None else round(ms['aoi'], 1)}")
 
 
 def cmd_deploy_app(args) -> int:
@@ -296,7 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="evaluate only the group-split validation part of the split (deeppcb.group_split)")
     e.add_argument("--val-fraction", type=float, default=0.2, help="with --val-groups: share of boards (0.2)")
     e.add_argument("--target-recall", type=float, action="append", metavar="R",
-                   help="matched recall for the model-vs-AOI comparison besides the AOI's own (repeatable; 0.90)")
+                   help="matched recall for the model-vs-AOI comparison besides the AOI's own (repeatable; default "
+                        "0.90 and 0.99)")
     e.add_argument("--no-aoi", action="store_true", help="skip the legacy AOI baseline")
     e.add_argument("--aoi-workers", type=int, default=None, help="processes for the AOI baseline (default 2)")
     e.add_argument("--out", help="also write the JSON report to this file")

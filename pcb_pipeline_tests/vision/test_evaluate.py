@@ -69,10 +69,13 @@ def test_aoi_baseline_and_false_call_kpi(cli_report):
     assert head["aoi_false_calls_per_board"] <= op["false_calls_per_board"] + 1e-9
     for v in (head, f["at_recall_0.50"]):
         assert v["model_false_calls_per_board"] >= 0 and _prob(v["model_fpr"]) and _prob(v["aoi_fpr"])
+        assert _prob(v["model_boards_with_false_call"]) and _prob(v["aoi_boards_with_false_call"])
+        assert v["aoi_boards_with_false_call"] * 24 <= v["aoi_false_calls_per_board"] * 24 + 1e-9  # <= 1 call each
         if v["aoi_fpr"]:
             assert v["fpr_reduction"] == pytest.approx(1 - v["model_fpr"] / v["aoi_fpr"])
     fc = r["false_calls_per_board"]
     assert fc["aoi_at_operating_point"] == op["false_calls_per_board"]
+    assert r["ms_per_board"]["model"] > 0 and r["ms_per_board"]["aoi"] > 0
     assert fc["model_at_default_conf"] >= 0 and fc["class_agnostic"] is True
 
 
