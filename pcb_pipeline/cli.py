@@ -211,7 +211,7 @@ def cmd_deploy_app(args) -> int:
 
     from pcb_pipeline.backends.snowflake import app_deploy
     from pcb_pipeline.backends.snowflake.config import from_env
-    from pcb_pipeline.backends.snowflake.connect import snowflake_resource
+    from pcb_pipeline.backends.snowflake.connect import connection_factory
 
     s = from_env()  # names every missing SNOWFLAKE_* variable; nothing connects yet
     overrides = {k: v for k, v in (("app_name", args.app_name), ("compute_pool", args.compute_pool),
@@ -222,7 +222,7 @@ def cmd_deploy_app(args) -> int:
         if args.dry_run:
             print(";\n".join(statements) + ";")
             return 0
-        app_deploy.deploy(snowflake_resource(s).get_connection, statements,
+        app_deploy.deploy(connection_factory(s), statements,
                           log=lambda st: print(st if not st.startswith("PUT ") else st[:160], flush=True))
     print(f"deployed Streamlit app {dep.qualified(dep.app_name)} (live version from @{dep.qualified(dep.stage)}/app)")
     return 0

@@ -12,6 +12,7 @@ variable when one is missing or wrong.
 | SNOWFLAKE_PRIVATE_KEY_FILE | one of three | PEM private key file for key-pair auth (`SNOWFLAKE_PRIVATE_KEY_FILE_PWD` if encrypted) |
 | SNOWFLAKE_AUTHENTICATOR | one of three | `externalbrowser`, `snowflake_jwt`, `programmatic_access_token`, `username_password_mfa`, `oauth`, or an Okta URL |
 | SNOWFLAKE_ROLE, SNOWFLAKE_WAREHOUSE, SNOWFLAKE_DATABASE, SNOWFLAKE_SCHEMA | yes | the context every statement runs in |
+| (inside a Snowflake container) | | no credentials set and /snowflake/session/token present (PCB_SNOWFLAKE_TOKEN_FILE): the container's own OAuth session; SNOWFLAKE_USER, ROLE and WAREHOUSE then optional, SNOWFLAKE_HOST required |
 | PCB_SNOWFLAKE_STAGE | no (MODEL_STAGE) | internal stage the pipeline reads and writes (directory table, SNOWFLAKE_SSE) |
 | PCB_SNOWFLAKE_JOB_STAGE | no (ML_JOB_STAGE) | stage ML Job payloads are uploaded to and job outputs land on |
 | PCB_SNOWFLAKE_COMPUTE_POOL | no (PCB_GPU_POOL) | compute pool for training jobs and batch inference (GPU_NV_M) |
@@ -42,6 +43,11 @@ INFERENCE_MODES = ("local", "batch", "service")
 REQUIRED = ("SNOWFLAKE_ACCOUNT", "SNOWFLAKE_USER", "SNOWFLAKE_ROLE", "SNOWFLAKE_WAREHOUSE", "SNOWFLAKE_DATABASE",
             "SNOWFLAKE_SCHEMA")
 AUTH_VARS = ("SNOWFLAKE_PASSWORD", "SNOWFLAKE_PRIVATE_KEY_FILE", "SNOWFLAKE_AUTHENTICATOR")
+# Inside Snowflake (a Snowpark Container Services service: Streamlit's container runtime, an ML Job) the platform
+# sets SNOWFLAKE_ACCOUNT / SNOWFLAKE_HOST / SNOWFLAKE_DATABASE / SNOWFLAKE_SCHEMA and keeps a fresh OAuth token in
+# this file: with no other credentials, that session is used (no user, no secret).
+CONTAINER_TOKEN_FILE = "/snowflake/session/token"
+CONTAINER_REQUIRED = ("SNOWFLAKE_ACCOUNT", "SNOWFLAKE_HOST", "SNOWFLAKE_DATABASE", "SNOWFLAKE_SCHEMA")
 
 
 class SnowflakeConfigError(BackendConfigError):
@@ -77,6 +83,8 @@ class SnowflakeSettings:
     inference: str = "local"
     job_timeout_s: int = 14400
     min_map50: float = 0.5
+    host: str | None = None  # SNOWFLAKE_HOST (set inside Snowflake containers)
+    token_file: str | None = None  # auth "container_token": the OAuth token file, read at each connection
     extra: dict = field(default_factory=dict)
 
     def qualified(self, name: str) -> str:
@@ -86,6 +94,8 @@ class SnowflakeSettings:
     @property
     def env_vars_used(self) -> list[str]:
         """The credential variables Dagster will read through EnvVar."""
+        if self.auth == "container_token":
+            return list(CONTAINER_REQUIRED)
         base = list(REQUIRED)
         if self.auth == "password":
             base.append("SNOWFLAKE_PASSWORD")
@@ -113,16 +123,21 @@ def from_env(env: Mapping[str, str] | None = None) -> SnowflakeSettings:
     """Read and validate every setting; raises SnowflakeConfigError naming the first offending variable(s)."""
     env = os.environ if env is None else env
     get = lambda name: (env.get(name) or "").strip()  # noqa: E731
-    missing = [name for name in REQUIRED if not get(name)]
+    token_file = get("PCB_SNOWFLAKE_TOKEN_FILE") or CONTAINER_TOKEN_FILE
+    in_container = not any(get(n) for n in AUTH_VARS) and Path(token_file).is_file()
+    missing = [name for name in (CONTAINER_REQUIRED if in_container else REQUIRED) if not get(name)]
     if missing:
         raise SnowflakeConfigError("PCB_BACKEND=snowflake needs these environment variables, which are not set: "
-                                   + ", ".join(missing))
+                                   + ", ".join(missing) + (f" (inside a Snowflake container: {token_file} found)"
+                                                           if in_container else ""))
     account = get("SNOWFLAKE_ACCOUNT")
     if "://" in account or account.lower().endswith("snowflakecomputing.com") or not ACCOUNT.match(account):
         raise SnowflakeConfigError(f"SNOWFLAKE_ACCOUNT={account!r} must be the account identifier only, e.g. "
                                    f"'myorg-myaccount' (no https://, no .snowflakecomputing.com)")
     for name in ("SNOWFLAKE_ROLE", "SNOWFLAKE_WAREHOUSE", "SNOWFLAKE_DATABASE", "SNOWFLAKE_SCHEMA"):
         value = get(name)
+        if in_container and not value:  # the service's own role / the app's query warehouse
+            continue
         if not IDENTIFIER.match(value):
             raise SnowflakeConfigError(f"{name}={value!r} is not a valid unquoted Snowflake identifier")
 
@@ -147,10 +162,11 @@ def from_env(env: Mapping[str, str] | None = None) -> SnowflakeSettings:
         if b"PRIVATE KEY" not in head:
             raise SnowflakeConfigError(f"SNOWFLAKE_PRIVATE_KEY_FILE={key_file!r} is not a PEM private key "
                                        f"(expected '-----BEGIN ... PRIVATE KEY-----')")
-    if not (password or key_file or authenticator):
+    if not (password or key_file or authenticator or in_container):
         raise SnowflakeConfigError("no Snowflake credentials: set SNOWFLAKE_PASSWORD, SNOWFLAKE_PRIVATE_KEY_FILE "
                                    "(key pair) or SNOWFLAKE_AUTHENTICATOR")
-    auth = "password" if password else "private_key" if key_file else "authenticator"
+    auth = ("password" if password else "private_key" if key_file else "authenticator" if authenticator
+            else "container_token")
 
     inference = get("PCB_SNOWFLAKE_INFERENCE").lower() or "local"
     if inference not in INFERENCE_MODES:
@@ -183,5 +199,5 @@ def from_env(env: Mapping[str, str] | None = None) -> SnowflakeSettings:
                                     "PCB_SNOWFLAKE_MODEL_NAME"),
         cuda_version=cuda, inference=inference,
         job_timeout_s=_int(env, "PCB_SNOWFLAKE_JOB_TIMEOUT_S", 14400, minimum=60),
-        min_map50=min_map50,
+        min_map50=min_map50, host=get("SNOWFLAKE_HOST") or None, token_file=token_file if in_container else None,
     )

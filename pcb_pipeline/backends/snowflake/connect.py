@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from contextlib import contextmanager
 from typing import Mapping
 
 from pcb_pipeline import settings
@@ -32,18 +33,62 @@ def snowflake_resource(s: SnowflakeSettings, env: Mapping[str, str] | None = Non
     return SnowflakeResource(**kwargs)
 
 
+def connection_factory(s: SnowflakeSettings):
+    """() -> a context manager yielding a snowflake.connector connection, for every backend object built here.
+    Inside a Snowflake container the container's OAuth token is read afresh at each connection (Snowflake rotates
+    it); elsewhere the SNOWFLAKE_* credentials through dagster_snowflake's SnowflakeResource."""
+    if s.auth != "container_token":
+        return snowflake_resource(s).get_connection
+
+    @contextmanager
+    def connect():
+        import snowflake.connector
+
+        kwargs = dict(host=s.host, account=s.account, authenticator="oauth",
+                      token=Path(s.token_file).read_text().strip(), database=s.database, schema=s.schema,
+                      application="pcb_pipeline")
+        kwargs.update({k: v for k, v in (("warehouse", s.warehouse), ("role", s.role)) if v})
+        conn = snowflake.connector.connect(**kwargs)
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    return connect
+
+
+def session_factory(s: SnowflakeSettings):
+    """() -> a context manager yielding a Snowpark Session (the Model Registry, ML Jobs) on the same credentials."""
+    if s.auth != "container_token":
+        return snowflake_resource(s).create_snowpark_session
+    connect = connection_factory(s)
+
+    @contextmanager
+    def session():
+        from snowflake.snowpark import Session
+
+        with connect() as conn:
+            sess = Session.builder.configs({"connection": conn}).create()
+            try:
+                yield sess
+            finally:
+                sess.close()
+
+    return session
+
+
 def stage(s: SnowflakeSettings | None = None):
     from .stage import SnowflakeStage
 
     s = s or from_env()
-    return SnowflakeStage(snowflake_resource(s).get_connection, s.stage, s.qualified(s.stage))
+    return SnowflakeStage(connection_factory(s), s.stage, s.qualified(s.stage))
 
 
 def warehouse(s: SnowflakeSettings | None = None, ensure_schema: bool = True):
     from .warehouse import SnowflakeWarehouse
 
     s = s or from_env()
-    wh = SnowflakeWarehouse(snowflake_resource(s).get_connection)
+    wh = SnowflakeWarehouse(connection_factory(s))
     if ensure_schema:
         wh.ensure_schema()
     return wh
@@ -55,7 +100,7 @@ def manual_search(s: SnowflakeSettings | None = None):
     from pcb_pipeline.knowledge.snowflake_search import ConnectedManualSearch
 
     s = s or from_env()
-    return ConnectedManualSearch(snowflake_resource(s).get_connection, s.database, s.schema)
+    return ConnectedManualSearch(connection_factory(s), s.database, s.schema)
 
 
 def data_analyst(s: SnowflakeSettings | None = None, fallback=None):
@@ -70,7 +115,7 @@ def data_analyst(s: SnowflakeSettings | None = None, fallback=None):
     try:
         transport = SnowApiTransport()
     except ImportError:  # not inside Snowflake
-        return ConnectedCortexAnalyst(snowflake_resource(s).get_connection, model_file, fallback=fallback)
+        return ConnectedCortexAnalyst(connection_factory(s), model_file, fallback=fallback)
     return CortexAnalystClient("", "", token_type=None, semantic_model_file=model_file, http=transport,
                                fallback=fallback)
 
@@ -79,8 +124,7 @@ def registry(s: SnowflakeSettings | None = None):
     from .registry import SnowflakeModelRegistry
 
     s = s or from_env()
-    res = snowflake_resource(s)
-    return SnowflakeModelRegistry(stage(s), s.model_name, session_factory=res.create_snowpark_session,
+    return SnowflakeModelRegistry(stage(s), s.model_name, session_factory=session_factory(s),
                                   database=s.database, schema=s.schema, cuda_version=s.cuda_version,
                                   mlflow_uri=settings.configure().mlflow_uri)
 
@@ -90,13 +134,12 @@ def trainer(stage_, s: SnowflakeSettings | None = None):
     from .training import MLJobConfig, SnowflakeMLJobDispatcher
 
     s = s or from_env()
-    res = snowflake_resource(s)
     p = settings.configure()
     cfg = MLJobConfig(compute_pool=s.compute_pool, stage_name=s.job_stage,
                       external_access_integrations=list(s.external_access_integrations),
                       target_instances=s.target_instances, timeout_s=s.job_timeout_s)
-    return SnowflakeMLJobDispatcher(stage_, SnowflakeStage(res.get_connection, s.job_stage), cfg, p.work,
-                                    session_factory=res.create_snowpark_session, local_mlflow_uri=p.mlflow_uri)
+    return SnowflakeMLJobDispatcher(stage_, SnowflakeStage(connection_factory(s), s.job_stage), cfg, p.work,
+                                    session_factory=session_factory(s), local_mlflow_uri=p.mlflow_uri)
 
 
 # ------------------------------------------------------------------------------------ inside Snowflake (notebook)

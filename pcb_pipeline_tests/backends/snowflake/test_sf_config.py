@@ -82,3 +82,51 @@ def test_resources_keep_credentials_as_env_vars(sf_env):
     assert isinstance(sf.__dict__["schema_"], dg.EnvVar)
     assert sf.__dict__["password"] == dg.EnvVar("SNOWFLAKE_PASSWORD")
     assert res["trainer"].compute_pool == "PCB_GPU_POOL" and res["registry"].model_name == "PCB_DEFECT_DETECTOR"
+
+
+CONTAINER = {"SNOWFLAKE_ACCOUNT": "myorg-myaccount", "SNOWFLAKE_HOST": "myorg-myaccount.snowflakecomputing.com",
+             "SNOWFLAKE_DATABASE": "PCB", "SNOWFLAKE_SCHEMA": "PIPELINE"}
+
+
+def test_inside_a_snowflake_container_the_containers_own_session_is_used(tmp_path, monkeypatch):
+    """Streamlit's container runtime (and any SPCS service): no user, no secret; the OAuth token file, read afresh
+    at every connection because Snowflake rotates it."""
+    import snowflake.connector
+
+    from pcb_pipeline.backends.snowflake.connect import connection_factory
+
+    token = tmp_path / "token"
+    token.write_text("tok-1\n")
+    s = from_env({**CONTAINER, "PCB_SNOWFLAKE_TOKEN_FILE": str(token)})
+    assert s.auth == "container_token" and s.user == "" and s.host == CONTAINER["SNOWFLAKE_HOST"]
+    assert s.env_vars_used == ["SNOWFLAKE_ACCOUNT", "SNOWFLAKE_HOST", "SNOWFLAKE_DATABASE", "SNOWFLAKE_SCHEMA"]
+    opened = []
+
+    class FakeConnection:
+        def close(self):
+            opened[-1]["closed"] = True
+
+    def fake_connect(**kwargs):
+        opened.append(dict(kwargs))
+        return FakeConnection()
+
+    monkeypatch.setattr(snowflake.connector, "connect", fake_connect)
+    connect = connection_factory(s)
+    with connect():
+        pass
+    token.write_text("tok-2")  # rotated by Snowflake
+    with connect():
+        pass
+    assert [o["token"] for o in opened] == ["tok-1", "tok-2"] and all(o["closed"] for o in opened)
+    assert opened[0]["authenticator"] == "oauth" and opened[0]["host"] == CONTAINER["SNOWFLAKE_HOST"]
+    assert "user" not in opened[0] and "password" not in opened[0] and "role" not in opened[0]
+
+
+def test_container_settings_are_checked_and_explicit_credentials_win(tmp_path):
+    token = tmp_path / "token"
+    token.write_text("tok")
+    with pytest.raises(SnowflakeConfigError, match=r"SNOWFLAKE_HOST .*inside a Snowflake container"):
+        from_env({k: v for k, v in CONTAINER.items() if k != "SNOWFLAKE_HOST"} | {"PCB_SNOWFLAKE_TOKEN_FILE": str(token)})
+    assert from_env({**BASE, "PCB_SNOWFLAKE_TOKEN_FILE": str(token)}).auth == "password"
+    with pytest.raises(SnowflakeConfigError, match="SNOWFLAKE_USER"):  # no token file: the usual settings apply
+        from_env({**CONTAINER, "PCB_SNOWFLAKE_TOKEN_FILE": str(tmp_path / "absent")})
