@@ -85,7 +85,10 @@ class LocalStage:
         return local
 
     def get_dir(self, stage_prefix: str, local_dir: Path) -> Path:
+        """Every plain file under the prefix (symbolic links are listed, for the sensor to report, never copied)."""
         for f in self.list(stage_prefix):
+            if (self.root / f.path).is_symlink():
+                continue
             rel = PurePosixPath(f.path).relative_to(clean_stage_path(stage_prefix))
             self.get_file(f.path, Path(local_dir) / rel)
         return Path(local_dir)
@@ -114,6 +117,10 @@ class LocalStage:
 
     def remove_prefix(self, stage_prefix: str) -> int:
         """Files (and links) really removed; links are removed themselves, never what they point to."""
+        lexical = self.root / clean_stage_path(stage_prefix)
+        if lexical.is_symlink() and lexical.parent.resolve() == lexical.parent:  # a link in a real folder of ours
+            lexical.unlink()
+            return 1
         target = self.path(stage_prefix)
         if target.is_file():
             target.unlink()
@@ -249,7 +256,7 @@ class LocalTrainingDispatcher:
         shutil.rmtree(out_dir, ignore_errors=True)
         proc = subprocess.Popen(self.command(request, out_dir), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
-                                preexec_fn=_die_with_parent)
+                                preexec_fn=_die_with_parent, start_new_session=True)  # its own process group
         tail: list[str] = []
         assert proc.stdout is not None
         try:
@@ -266,14 +273,24 @@ class LocalTrainingDispatcher:
 
 
 def stop_process(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
-    """Terminate a child that is still running, then kill it if it does not stop within grace_s."""
+    """Terminate a child still running and its whole process group (ultralytics' DDP launcher and its workers are
+    grandchildren), then kill the group if it does not stop within grace_s."""
+    import signal
+
     if proc.poll() is not None:
         return
-    proc.terminate()
+
+    def signal_group(sig):
+        try:
+            os.killpg(proc.pid, sig)
+        except (ProcessLookupError, PermissionError, AttributeError):
+            proc.send_signal(sig)
+
+    signal_group(signal.SIGTERM)
     try:
         proc.wait(grace_s)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        signal_group(signal.SIGKILL)
         proc.wait()
 
 

@@ -84,13 +84,13 @@ def _opencv_can_decode(data: bytes) -> tuple[int, int] | None:
     if not (data.endswith(_JPEG_EOI) or data.endswith(_PNG_IEND)):
         return None
     try:
-        with Image.open(io.BytesIO(data)) as im:  # the header only
+        with _pil_open(io.BytesIO(data)) as im:  # the header only
             ok = (im.format in ("JPEG", "PNG") and im.mode in ("L", "RGB")
                   and im.width * im.height <= MAX_PIXELS and min(im.size) >= MIN_SIDE
                   and im.getexif().get(_EXIF_ORIENTATION, 1) == 1)
             return (im.height, im.width) if ok else None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-        return None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, ImportError):
+        return None  # decode_image then gives the clear error
 
 
 def read_image_bytes(data: bytes, name: str = "image") -> np.ndarray:

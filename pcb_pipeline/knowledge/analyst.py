@@ -194,16 +194,19 @@ class ConnectedCortexAnalyst:
                                                    fallback=self.fallback, http=self.http)
 
     def ask(self, question: str, warehouse, multi_turn: bool | None = None) -> DataAnswer:
-        try:
-            with self.connect() as conn:
-                client = self._client(conn)
-                client.history = list(self.history)
-                answer = client.ask(question, warehouse, self.multi_turn if multi_turn is None else multi_turn)
-                self.history = client.history
-                return answer
-        except Exception as e:  # noqa: BLE001 - no connection, no token: the local engine answers
-            first = str(e).splitlines()[0][:200] if str(e) else ""
-            return answer_locally(self.fallback, question, warehouse, f"no connection: {type(e).__name__}: {first}")
+        from contextlib import ExitStack
+
+        with ExitStack() as stack:
+            try:  # only the connection is this class's to fall back on; the client handles its own failures
+                client = self._client(stack.enter_context(self.connect()))
+            except Exception as e:  # noqa: BLE001 - no connection, no token: the local engine answers
+                first = str(e).splitlines()[0][:200] if str(e) else ""
+                return answer_locally(self.fallback, question, warehouse,
+                                      f"no connection: {type(e).__name__}: {first}")
+            client.history = list(self.history)
+            answer = client.ask(question, warehouse, self.multi_turn if multi_turn is None else multi_turn)
+            self.history = client.history
+            return answer
 
     def feedback(self, request_id: str, positive: bool, message: str | None = None) -> None:
         with self.connect() as conn:
@@ -254,6 +257,8 @@ def parse_reply(data: dict) -> AnalystReply:
         content = data["message"]["content"]
     except (KeyError, TypeError):
         raise CortexAnalystError(f"unexpected Cortex Analyst response: {str(data)[:300]}") from None
+    if not isinstance(content, list) or not all(isinstance(b, dict) for b in content):
+        raise CortexAnalystError(f"unexpected Cortex Analyst response: {str(data)[:300]}")
     texts, sql, suggestions, confidence = [], None, [], None
     for block in content:
         kind = block.get("type")

@@ -129,7 +129,7 @@ def _refuse_unbounded_joins(tree: exp.Expression) -> None:
     ctes = {c.alias_or_name.upper(): c.this for c in tree.find_all(exp.CTE)}
     for join in tree.find_all(exp.Join):
         condition = join.args.get("on")
-        if join.args.get("using") or (condition is not None and condition.find(exp.Column) is not None):
+        if join.args.get("using") or (condition is not None and _relates_columns(condition)):
             continue
         side = join.this
         if isinstance(side, exp.Table) and not side.args.get("db") and side.name.upper() in ctes:
@@ -139,6 +139,14 @@ def _refuse_unbounded_joins(tree: exp.Expression) -> None:
                                  "multiplies the tables' rows; join ON matching columns such as board_id")
 
 
+def _relates_columns(condition: exp.Expression) -> bool:
+    """Does the condition compare one column with another (a.board_id = b.board_id), not only filter one side
+    (b.board_id IS NOT NULL)?"""
+    comparisons = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.NullSafeEQ)
+    return any(isinstance(c.left, exp.Column) and isinstance(c.right, exp.Column)
+               for c in condition.find_all(*comparisons))
+
+
 def _single_row(node: exp.Expression) -> bool:
     select = node.this if isinstance(node, exp.Subquery) else node
     if not isinstance(select, exp.Select):
@@ -146,7 +154,8 @@ def _single_row(node: exp.Expression) -> bool:
     limit = select.args.get("limit")
     if limit is not None and limit.expression is not None and limit.expression.name == "1":
         return True
-    return not select.args.get("group") and any(e.find(exp.AggFunc) for e in select.expressions)
+    aggregates = [a for e in select.expressions for a in e.find_all(exp.AggFunc) if not a.find_ancestor(exp.Window)]
+    return not select.args.get("group") and bool(aggregates)  # COUNT(*) OVER () keeps every row: not one
 
 
 USER_QUERY_TIMEOUT_S = 30.0  # a question or typed query is stopped after this; the dashboards answer in < 1 s

@@ -39,6 +39,8 @@ def training_device(requested, cuda_devices: int, batch: int) -> tuple[str | int
         return "cpu", batch, f"device {requested} requested but no CUDA device is visible: training on the CPU"
     if cuda_devices == 1 or text not in ("0", "cuda", "auto", ""):
         return (0 if text in ("cuda", "auto", "") else requested), batch, "one GPU"
-    per_gpu = max(1, batch // cuda_devices)
+    if batch < 1:  # ultralytics' auto-batch: left as asked (ultralytics itself refuses it under DDP, clearly)
+        return ",".join(str(i) for i in range(cuda_devices)), batch, f"all {cuda_devices} GPUs of this node (DDP)"
+    per_gpu = max(1, int(batch) // cuda_devices)
     return ",".join(str(i) for i in range(cuda_devices)), per_gpu * cuda_devices, \
         f"all {cuda_devices} GPUs of this node (DDP), batch {per_gpu * cuda_devices}"

@@ -68,6 +68,8 @@ def _mlflow_callbacks(mlflow):
     started = time.time()
 
     def on_fit_epoch_end(trainer):
+        if os.environ.get("RANK") is not None or os.environ.get("LOCAL_RANK") is not None:
+            return  # a DDP worker (callbacks are pickled into them): the parent logs results.csv instead
         step = trainer.epoch + 1
         if step > trainer.epochs:  # ultralytics' final validation of best.pt fires this once more; not an epoch
             return
@@ -93,14 +95,20 @@ def _cuda_devices() -> int:
         return 0
 
 
+def _results_rows(save_dir: Path) -> int:
+    path = save_dir / "results.csv"
+    return max(0, len(path.read_text().splitlines()) - 1) if path.is_file() else 0
+
+
 def log_results_csv(mlflow, results_csv: Path) -> int:
-    """Per-epoch metrics from ultralytics' results.csv (used under DDP, where the trainer runs in worker processes
-    and the in-process callbacks never fire); returns epochs logged."""
+    """Per-epoch metrics from ultralytics' results.csv (used under DDP: the trainer runs in worker processes, where
+    our callback stands down because they have no MLflow run); returns epochs logged."""
     import csv
 
     if not results_csv.is_file():
         return 0
-    rows = list(csv.DictReader(results_csv.open()))
+    with results_csv.open() as f:
+        rows = list(csv.DictReader(f))
     for row in rows:
         step = int(float(row.get("epoch", 0)))
         metrics = {k.strip().replace("(", "_").replace(")", ""): float(v) for k, v in row.items()
@@ -182,7 +190,8 @@ def train(args: argparse.Namespace) -> dict:
                              project=str(project), name="val")  # validation runs on one device
         metrics = evaluation_metrics(val)
         metrics["train_seconds"] = train_seconds
-        metrics["epochs_completed"] = float(model.trainer.epoch + 1)
+        # under DDP the parent never runs the epoch loop (no trainer.epoch): count results.csv's rows
+        metrics["epochs_completed"] = float(getattr(model.trainer, "epoch", _results_rows(save_dir) - 1) + 1)
         mlflow.log_metrics({f"final_{k}": v for k, v in metrics.items()})
 
         onnx_path = None

@@ -107,11 +107,15 @@ def test_stage_refuses_symbolic_links_and_counts_only_what_it_removed(tmp_path):
     with pytest.raises(StagePathError, match="symbolic link"):
         st.get_file("uploads/board.jpg", tmp_path / "got.jpg")
     with pytest.raises(StagePathError, match="symbolic link"):
-        st.remove_prefix("uploads/linked")
+        st.remove_prefix("uploads/linked/keep.txt")  # through the link: refused
     listed = [f.path for f in st.list("uploads")]
     assert listed == ["uploads/board.jpg", "uploads/linked"]  # visible (to be reported), never followed
+    st.get_dir("uploads", tmp_path / "copied")  # plain files only: the links are not followed or copied
+    assert not (tmp_path / "copied").exists() or not any((tmp_path / "copied").rglob("*"))
+    assert st.remove_prefix("uploads/linked") == 1  # a listed link is removed itself (a landing prunes it) ...
+    assert (outside / "keep.txt").read_text() == "not the stage's"  # ... never what it points to
     st.put_file(src, "uploads/real.txt")
-    assert st.remove_prefix("uploads") == 3  # two links and one file, nothing behind the links
+    assert st.remove_prefix("uploads") == 2  # one link and one file, nothing behind the link
     assert (outside / "keep.txt").read_text() == "not the stage's"
 
 

@@ -324,6 +324,8 @@ def _client(model, http, fallback=None, slept=None):
     ((500, {"message": "internal"}), "HTTP 500"),
     ((200, "<html>gateway</html>"), "not JSON"),
     ((200, {"unexpected": True}), "unexpected Cortex Analyst response"),
+    ((200, {"message": {"content": None}}), "unexpected Cortex Analyst response"),
+    ((200, {"message": {"content": ["not a block"]}}), "unexpected Cortex Analyst response"),
     (TimeoutError("read timed out"), "did not answer"),
     ((200, {"message": {"role": "analyst", "content": [{"type": "text", "text": "I cannot help"}]}}), "no SQL"),
     ((200, _analyst_body(sql="SELECT * FROM DEFECT_LOGS; DROP TABLE DEFECT_LOGS")), "refused by the guard"),

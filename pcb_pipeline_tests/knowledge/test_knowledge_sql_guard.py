@@ -54,6 +54,9 @@ INJECTIONS = [
     ("SELECT * FROM DEFECT_LOGS a JOIN BOARD_INSPECTIONS b ON 1 = 1", "join without a condition"),
     ("WITH x AS (SELECT * FROM DEFECT_LOGS) SELECT * FROM DEFECT_LOGS, x", "join without a condition"),
     ("SELECT * FROM DEFECT_LOGS, (SELECT board_id FROM PCB_METADATA GROUP BY 1) t", "join without a condition"),
+    ("SELECT * FROM DEFECT_LOGS a JOIN BOARD_INSPECTIONS b ON b.board_id IS NOT NULL", "join without a condition"),
+    ("SELECT * FROM DEFECT_LOGS a JOIN (SELECT COUNT(*) OVER () AS n FROM DEFECT_LOGS) t ON TRUE",
+     "join without a condition"),
     ("SELEC * FROM DEFECT_LOGS", "does not parse"),
     ("", "empty"),
 ]

@@ -37,6 +37,7 @@ def test_overrides_are_typed_and_malformed_pairs_refused():
     ("0,1", 4, 32, "0,1", 32),         # an explicit list is kept
     ("cpu", 4, 8, "cpu", 8),           # the CPU demo stays on the CPU
     (0, 0, 32, "cpu", 32),             # a GPU profile without a GPU: the CPU, and it says so
+    (0, 4, -1, "0,1,2,3", -1),         # ultralytics' auto-batch is left as asked
 ])
 def test_training_device_uses_every_gpu_of_the_node(requested, gpus, batch, device, out_batch):
     from pcb_pipeline.vision.profiles import training_device

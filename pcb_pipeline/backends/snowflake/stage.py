@@ -142,8 +142,6 @@ class SnowflakeStage:
             rel = _relative(str(name))
             if clean and not (rel == clean or rel.startswith(clean + "/")):
                 continue  # LIST matches prefixes of names: 'raw/a' also lists 'raw/ab/...'
-            if PurePosixPath(rel).name.startswith("."):
-                continue
             out.append(StageFile(rel, int(size), _parse_last_modified(last_modified), md5 or None))
         return sorted(out, key=lambda f: f.path)
 
