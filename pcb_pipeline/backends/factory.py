@@ -33,9 +33,11 @@ def warehouse(read_only: bool = False) -> Warehouse:
 
     if backend_name() == "local":
         path = settings.configure().warehouse
-        if not read_only or not Path(path).exists():
-            DuckDBWarehouse(path).ensure_schema()  # creates the file and tables once
-        return DuckDBWarehouse(path, read_only=read_only)
+        if read_only and Path(path).exists():
+            return DuckDBWarehouse(path, read_only=True)
+        wh = DuckDBWarehouse(path)
+        wh.ensure_schema()  # creates the file and tables (idempotent)
+        return DuckDBWarehouse(path, read_only=True) if read_only else wh
     from .snowflake import connect
 
     return connect.warehouse()

@@ -100,9 +100,7 @@ class LocalStage:
         if base.is_file():
             files = [base]
         elif base.is_dir():
-            files = [Path(d) / n for d, dirs, names in os.walk(base) for n in names + [x for x in dirs
-                                                                                     if (Path(d) / x).is_symlink()]]
-            files = [f for f in files if not _in_flight(f.name) and (f.is_file() or f.is_symlink())]
+            files = [f for f in _entries(base) if not _in_flight(f.name) and (f.is_file() or f.is_symlink())]
         else:
             return []
         out = []
@@ -127,9 +125,16 @@ class LocalStage:
             return 1
         if not target.is_dir():
             return 0
-        n = sum(len(names) + sum(1 for x in dirs if (Path(d) / x).is_symlink()) for d, dirs, names in os.walk(target))
+        n = sum(1 for _ in _entries(target))
         shutil.rmtree(target)
         return n
+
+
+def _entries(folder: Path):
+    """Files and symbolic links under a folder, links to folders included but never followed."""
+    for d, dirs, names in os.walk(folder):
+        yield from (Path(d) / n for n in names)
+        yield from (Path(d) / x for x in dirs if (Path(d) / x).is_symlink())
 
 
 def _in_flight(name: str) -> bool:

