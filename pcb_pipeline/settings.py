@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # A source checkout keeps its state beside the code (make demo / make test); an installed package uses the user's home.
@@ -72,6 +73,27 @@ class Paths:
     def work(self) -> Path:
         """Scratch space (downloaded weights, dataset builds); safe to delete."""
         return self.home / "work"
+
+
+class SettingError(ValueError):
+    """An environment variable holds a value the project cannot use; the message names the variable."""
+
+
+def env_number(env: Mapping[str, str], name: str, default: float, *, cast: type = float,
+               minimum: float | None = None, exclusive: bool = False, unit: str = "a number") -> float:
+    """The one parser for numeric settings: blank means `default`; anything else must parse and respect `minimum`
+    (`exclusive` makes the minimum itself invalid). Raises SettingError naming the variable and its value."""
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    try:
+        value = cast(raw)
+    except ValueError:
+        raise SettingError(f"{name}={raw!r} must be {unit}") from None
+    if minimum is not None and (value <= minimum if exclusive else value < minimum):
+        bound = f"> {minimum}" if exclusive else f">= {minimum}"
+        raise SettingError(f"{name}={raw!r} must be {bound}")
+    return value
 
 
 def pcb_home() -> Path:
