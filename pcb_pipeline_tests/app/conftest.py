@@ -3,11 +3,16 @@
 The champion is built by running the whole Dagster graph (smoke profile, tiny synthetic set) in a subprocess with
 its own PCB_HOME (champion.py), so nothing leaks into the session's shared home, registry or warehouse. Set
 PCB_APP_TEST_HOME to a home built earlier (`python pcb_pipeline_tests/app/champion.py DIR`) to skip the build.
+`serve_streamlit` starts a Streamlit server process for the browser tests and stops it after the module.
 """
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -60,6 +65,44 @@ def board_files(app_home) -> list[Path]:
 def artifacts_dir() -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     return ARTIFACTS
+
+
+@pytest.fixture(scope="module")
+def serve_streamlit(artifacts_dir):
+    """start(command, url, env, cwd, log_name, timeout=90) -> url: run a Streamlit server process (in its own process
+    group, output to test-artifacts/<log_name>) until /_stcore/health answers ok; every one started is stopped
+    (SIGTERM to its group, SIGKILL after 15 s) when the module's tests are done."""
+    started: list[tuple[subprocess.Popen, object]] = []
+
+    def start(command: list[str], url: str, env: dict, cwd: Path, log_name: str, timeout: float = 90) -> str:
+        log = open(artifacts_dir / log_name, "w")
+        proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        started.append((proc, log))
+        deadline = time.time() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"streamlit exited with {proc.returncode}; see {log.name}")
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                    if r.read().strip() == b"ok":
+                        return url
+            except OSError:
+                pass
+            if time.time() > deadline:
+                raise TimeoutError(f"streamlit did not become healthy on {url}; see {log.name}")
+            time.sleep(0.5)
+
+    yield start
+    for proc, log in started:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)  # the process group this fixture started
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        log.close()
 
 
 @pytest.hookimpl(hookwrapper=True)
