@@ -158,23 +158,12 @@ def evaluate_split(weights: Path, split_file: Path, imgsz: int | None = None, ba
     from pcb_pipeline.vision.detector import Detector
 
     started = time.perf_counter()
-    weights = Path(weights)
-    split_file = Path(split_file)
+    weights, split_file = Path(weights), Path(split_file)
     samples = select_samples(split_file, val_groups, val_fraction)
     detector = Detector(weights, conf=PROTOCOL_CONF, imgsz=imgsz)
-    imgsz = detector.imgsz  # the training size (torch) or the export's fixed size (ONNX Runtime)
-    report: dict = {"weights": str(weights), "split": str(split_file), "images": len(samples), "imgsz": imgsz,
-                    "input_mode": detector.input_mode,
-                    "subset": (f"group-split validation groups (val_fraction {val_fraction})" if val_groups
-                               else "whole split file"),
-                    "groups": sorted({s.group for s in samples})}
+    report = _report_header(weights, split_file, samples, detector, val_groups, val_fraction)
     if ultralytics_val:
-        # a reference-aware model is validated on the pairs that have a template (the others are listed below)
-        usable = [s for s in samples if not detector.needs_template or s.template_image.is_file()]
-        report["ultralytics_val_images"] = len(usable)
-        if usable:
-            report.update(ultralytics_metrics(weights, usable, imgsz, batch, detector.input_mode))
-
+        report.update(_ultralytics_section(weights, samples, detector, batch))
     report["backend"] = detector.backend
     gts = [ground_truth(s) for s in samples]
     t_model = time.perf_counter()
@@ -182,80 +171,120 @@ def evaluate_split(weights: Path, split_file: Path, imgsz: int | None = None, ba
     model_seconds = time.perf_counter() - t_model
     report["unreadable_images"] = errors
     report["deeppcb_protocol"] = protocol_report(rows, gts)
+    report["model_operating_points"], fcpb = _model_operating_points(rows, gts, report["deeppcb_protocol"])
+    report.update(_aoi_sections(samples, rows, gts, aoi, aoi_params or aoi_mod.DEFAULT_PARAMS,
+                                list(target_recalls or ()), aoi_workers))
+    if report["aoi_baseline"]:
+        fcpb["aoi_at_operating_point"] = report["aoi_baseline"]["operating"]["false_calls_per_board"]
+    report["false_calls_per_board"] = fcpb
+    report["ms_per_board"] = _ms_per_board(model_seconds, len(samples), report["aoi_baseline"])
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    return report
 
+
+def _report_header(weights: Path, split_file: Path, samples: list[deeppcb.Sample], detector, val_groups: bool,
+                   val_fraction: float) -> dict:
+    """What was evaluated: weights, split, images, the model's input size and mode, the subset and its groups."""
+    return {"weights": str(weights), "split": str(split_file), "images": len(samples),
+            "imgsz": detector.imgsz,  # the training size (torch) or the export's fixed size (ONNX Runtime)
+            "input_mode": detector.input_mode,
+            "subset": (f"group-split validation groups (val_fraction {val_fraction})" if val_groups
+                       else "whole split file"),
+            "groups": sorted({s.group for s in samples})}
+
+
+def _ultralytics_section(weights: Path, samples: list[deeppcb.Sample], detector, batch: int) -> dict:
+    """Ultralytics val figures; a reference-aware model is validated on the pairs that have a template (the others
+    are listed by the protocol's unreadable images)."""
+    usable = [s for s in samples if not detector.needs_template or s.template_image.is_file()]
+    section: dict = {"ultralytics_val_images": len(usable)}
+    if usable:
+        section.update(ultralytics_metrics(weights, usable, detector.imgsz, batch, detector.input_mode))
+    return section
+
+
+def _model_operating_points(rows: list, gts: list, protocol: dict) -> tuple[dict, dict]:
+    """(the model's class-agnostic operating points at conf 0.25 and at its best F, the false-calls-per-board
+    section without the AOI's figure)."""
     def model_point(threshold: float) -> dict:
         return operating_point(rows, gts, threshold, DEEPPCB_IOU, class_agnostic=True).to_dict()
 
-    best_f_thr = report["deeppcb_protocol"]["class_agnostic"]["best_f"]["threshold"]
-    model_points = {"at_default_conf": model_point(0.25)}
+    best_f_thr = protocol["class_agnostic"]["best_f"]["threshold"]
+    points = {"at_default_conf": model_point(0.25)}
     if best_f_thr is not None:
-        model_points["at_best_f"] = model_point(best_f_thr)
+        points["at_best_f"] = model_point(best_f_thr)
     fcpb = {"class_agnostic": True, "iou_threshold": DEEPPCB_IOU, "default_conf": 0.25,
-            "model_at_default_conf": model_points["at_default_conf"]["false_calls_per_board"],
-            "model_at_best_f": model_points.get("at_best_f", {}).get("false_calls_per_board"),
+            "model_at_default_conf": points["at_default_conf"]["false_calls_per_board"],
+            "model_at_best_f": points.get("at_best_f", {}).get("false_calls_per_board"),
             "model_best_f_threshold": best_f_thr, "aoi_at_operating_point": None}
-    report["model_operating_points"] = model_points
+    return points, fcpb
 
-    report["aoi_baseline"] = None
-    report["fpr_reduction"] = None
+
+def _aoi_sections(samples: list[deeppcb.Sample], rows: list, gts: list, aoi: bool, params: aoi_mod.AOIParams,
+                  recalls: list[float], aoi_workers: int | None) -> dict:
+    """aoi_baseline and fpr_reduction over the pairs with a template the AOI could inspect (both None, with
+    aoi_skipped saying why, when the AOI is not run)."""
     with_template = [i for i, s in enumerate(samples) if s.template_image.is_file()]
-    if not aoi:
-        report["aoi_skipped"] = "disabled (--no-aoi)"
-    elif not with_template:
-        report["aoi_skipped"] = "no template images (<id>_temp.jpg) next to the test images"
-    else:
-        params = aoi_params or aoi_mod.DEFAULT_PARAMS
-        sub = [samples[i] for i in with_template]
-        t = time.perf_counter()
-        results = aoi_rows(sub, params, aoi_workers)
-        aoi_seconds = time.perf_counter() - t
-        ok = [k for k, r in enumerate(results) if r[2] is None]
-        failed = {sub[k].image_id: results[k][2] for k in range(len(sub)) if results[k][2] is not None}
-        sub = [sub[k] for k in ok]
-        a_rows = [results[k][0] for k in ok]
-        a_mis = [results[k][1] for k in ok]
-        sub_gts = [gts[with_template[k]] for k in ok]
-        m_rows = [rows[with_template[k]] for k in ok]
-        recalls = list(target_recalls or ())
-        base = aoi_report(sub, a_rows, a_mis, sub_gts, params, recalls[0] if recalls else 0.90)
-        base.update({"failed": failed, "seconds": round(aoi_seconds, 1), "images_without_template":
-                     len(samples) - len(with_template),
-                     "params_source": "core.aoi.DEFAULT_PARAMS, tuned on the training groups of "
-                                      "deeppcb.group_split(trainval) (bench/aoi_tune.py); held-out figures need "
-                                      "--val-groups"})
-        aoi_recall = base["operating"]["recall"]
-        comparisons = {"at_aoi_operating_recall": compare_at_matched_recall(
-            m_rows, a_rows, sub_gts, aoi_recall, DEEPPCB_IOU, class_agnostic=True)}
-        for r in recalls:
-            comparisons[_recall_key(r)] = compare_at_matched_recall(m_rows, a_rows, sub_gts, r, DEEPPCB_IOU,
-                                                                    class_agnostic=True)
-        headline = comparisons["at_aoi_operating_recall"]
-        # the headline comparison inside aoi_baseline too: the dashboard reads it there (app.data)
-        base.update({"target_recall": headline["target_recall"], "model": headline["model"],
-                     "baseline": headline["baseline"], "fpr_reduction": headline["fpr_reduction"],
-                     "false_calls_reduction": headline["false_calls_reduction"]})
-        report["aoi_baseline"] = base
-        report["fpr_reduction"] = {
-            "class_agnostic": True, "iou_threshold": DEEPPCB_IOU, "n_images": len(sub),
-            "definition": "fpr = false calls / all calls; fpr_reduction = 1 - model fpr / AOI fpr at the same "
-                          "recall (negative: the model makes more false calls)",
-            **{k: {"target_recall": v["target_recall"],
-                   "model_false_calls_per_board": v["model"]["false_calls_per_board"],
-                   "aoi_false_calls_per_board": v["baseline"]["false_calls_per_board"],
-                   "model_fpr": v["model"]["fpr"], "aoi_fpr": v["baseline"]["fpr"],
-                   "model_reached": v["model"]["reached"], "aoi_reached": v["baseline"]["reached"],
-                   "model_boards_with_false_call": v["model"].get("boards_with_false_call"),
-                   "aoi_boards_with_false_call": v["baseline"].get("boards_with_false_call"),
-                   "fpr_reduction": v["fpr_reduction"], "false_calls_reduction": v["false_calls_reduction"],
-                   "model": v["model"], "aoi": v["baseline"]}
-               for k, v in comparisons.items()},
-        }
-        fcpb["aoi_at_operating_point"] = base["operating"]["false_calls_per_board"]
-    report["false_calls_per_board"] = fcpb
-    # wall time per board of this run, decoding included (the AOI runs in aoi_workers processes)
-    report["ms_per_board"] = {"model": round(1000 * model_seconds / max(1, len(samples)), 1),
-                              "aoi": (round(1000 * report["aoi_baseline"]["seconds"] / max(1, report["aoi_baseline"]
-                                                                                              ["n_images"]), 1)
-                                      if report["aoi_baseline"] else None)}
-    report["seconds"] = round(time.perf_counter() - started, 1)
-    return report
+    if not aoi or not with_template:
+        return {"aoi_baseline": None, "fpr_reduction": None, "aoi_skipped": (
+            "disabled (--no-aoi)" if not aoi else "no template images (<id>_temp.jpg) next to the test images")}
+    sub = [samples[i] for i in with_template]
+    t = time.perf_counter()
+    results = aoi_rows(sub, params, aoi_workers)
+    aoi_seconds = time.perf_counter() - t
+    ok = [k for k, r in enumerate(results) if r[2] is None]
+    failed = {sub[k].image_id: results[k][2] for k in range(len(sub)) if results[k][2] is not None}
+    sub = [sub[k] for k in ok]
+    a_rows = [results[k][0] for k in ok]
+    sub_gts = [gts[with_template[k]] for k in ok]
+    base = aoi_report(sub, a_rows, [results[k][1] for k in ok], sub_gts, params, recalls[0] if recalls else 0.90)
+    base.update({"failed": failed, "seconds": round(aoi_seconds, 1), "images_without_template":
+                 len(samples) - len(with_template),
+                 "params_source": "core.aoi.DEFAULT_PARAMS, tuned on the training groups of "
+                                  "deeppcb.group_split(trainval) (bench/aoi_tune.py); held-out figures need "
+                                  "--val-groups"})
+    comparisons = _matched_recall_comparisons([rows[with_template[k]] for k in ok], a_rows, sub_gts,
+                                              base["operating"]["recall"], recalls)
+    headline = comparisons["at_aoi_operating_recall"]
+    # the headline comparison inside aoi_baseline too: the dashboard reads it there (app.data)
+    base.update({"target_recall": headline["target_recall"], "model": headline["model"],
+                 "baseline": headline["baseline"], "fpr_reduction": headline["fpr_reduction"],
+                 "false_calls_reduction": headline["false_calls_reduction"]})
+    return {"aoi_baseline": base, "fpr_reduction": _fpr_reduction(comparisons, len(sub))}
+
+
+def _matched_recall_comparisons(m_rows: list, a_rows: list, gts: list, aoi_recall: float,
+                                recalls: list[float]) -> dict:
+    """Model vs AOI at the AOI's own operating recall and at each target recall (class-agnostic)."""
+    comparisons = {"at_aoi_operating_recall": compare_at_matched_recall(
+        m_rows, a_rows, gts, aoi_recall, DEEPPCB_IOU, class_agnostic=True)}
+    for r in recalls:
+        comparisons[_recall_key(r)] = compare_at_matched_recall(m_rows, a_rows, gts, r, DEEPPCB_IOU,
+                                                                class_agnostic=True)
+    return comparisons
+
+
+def _fpr_reduction(comparisons: dict, n_images: int) -> dict:
+    """The fpr_reduction section: each matched-recall comparison with its headline figures first."""
+    return {
+        "class_agnostic": True, "iou_threshold": DEEPPCB_IOU, "n_images": n_images,
+        "definition": "fpr = false calls / all calls; fpr_reduction = 1 - model fpr / AOI fpr at the same "
+                      "recall (negative: the model makes more false calls)",
+        **{k: {"target_recall": v["target_recall"],
+               "model_false_calls_per_board": v["model"]["false_calls_per_board"],
+               "aoi_false_calls_per_board": v["baseline"]["false_calls_per_board"],
+               "model_fpr": v["model"]["fpr"], "aoi_fpr": v["baseline"]["fpr"],
+               "model_reached": v["model"]["reached"], "aoi_reached": v["baseline"]["reached"],
+               "model_boards_with_false_call": v["model"].get("boards_with_false_call"),
+               "aoi_boards_with_false_call": v["baseline"].get("boards_with_false_call"),
+               "fpr_reduction": v["fpr_reduction"], "false_calls_reduction": v["false_calls_reduction"],
+               "model": v["model"], "aoi": v["baseline"]}
+           for k, v in comparisons.items()},
+    }
+
+
+def _ms_per_board(model_seconds: float, n_images: int, aoi_baseline: dict | None) -> dict:
+    """Wall time per board of this run, decoding included (the AOI runs in aoi_workers processes)."""
+    return {"model": round(1000 * model_seconds / max(1, n_images), 1),
+            "aoi": (round(1000 * aoi_baseline["seconds"] / max(1, aoi_baseline["n_images"]), 1)
+                    if aoi_baseline else None)}
