@@ -314,78 +314,55 @@ class LocalManualSearch:
             return Answer(f"No manual passage is tagged with category {category!r}.", [], question, category)
         classes = classes_in(question)
         aspects = split_aspects(question)
-        aspect_queries = []
-        for a in aspects:
-            missing = [c for c in classes if c not in classes_in(a)]
-            aspect_queries.append(a + (" " + " ".join(missing) if missing else ""))
+        aspect_queries = [_with_classes(a, classes) for a in aspects]
         q_embs = self.embedder.encode(aspect_queries + [question])
-        # pool of passages: RRF over the rankings of every aspect and of the whole question
-        pool_scores: dict[int, float] = {}
-        best_dense, best_bm = -1.0, 0.0
-        for q, e in zip(aspect_queries + [question], q_embs):
-            order, fused, dense, bm = self._rank(q, cand, e)
-            best_dense = max(best_dense, float(dense.max()))
-            best_bm = max(best_bm, float(bm.max()) if len(bm) else 0.0)
-            for pos, i in enumerate(order[:10]):
-                pool_scores[i] = pool_scores.get(i, 0.0) + 1.0 / (self.rrf_k + pos + 1)
+        pool_scores, best_dense = self._passage_pool(cand, aspect_queries + [question], q_embs)
         if best_dense < 0.30 and not _has_domain_term(question):
             return Answer(NO_ANSWER, [], question, category)
         pool = sorted(pool_scores, key=lambda i: -pool_scores[i])[:max_passages]
-        pool_rank = {i: r for r, i in enumerate(pool)}
-
         picked: list[tuple[int, str]] = []  # (candidate index, sentence) in answer order
         seen: set[str] = set()
-        for a_idx, (aq, ae) in enumerate(zip(aspect_queries, q_embs[: len(aspect_queries)])):
-            a_tokens = set(tokenize(aq))
-            a_prod = product_classes_in(aq) or (product_classes_in(question) if len(aspects) == 1 else set())
-            a_intents = intents_of(aq)
-            scored = []
-            for i in pool:
-                chunk = self.chunks[cand[i]]
-                sents, embs = self._sentence_embeddings(chunk)
-                for s_idx, (s, se) in enumerate(zip(sents, embs)):
-                    clean = _clean_sentence(s)
-                    if len(clean.split()) < 4:
-                        continue
-                    s_tokens = set(tokenize(clean))
-                    lex = len(a_tokens & s_tokens) / max(1, len(a_tokens))
-                    score = float(se @ ae) + 0.35 * lex + 0.08 / (1 + pool_rank[i])
-                    s_intents = section_intents(chunk.section)
-                    if a_intents & s_intents:
-                        score += 0.2
-                    elif "scope" in s_intents:
-                        score -= 0.15  # "This procedure describes ..." rarely answers anything
-                    if classes and chunk.defect_class not in classes and chunk.defect_class != GENERAL_CLASS:
-                        score -= 0.25
-                    s_prod = product_classes_in(clean)
-                    if a_prod:
-                        if s_prod & a_prod:
-                            score += 0.25
-                        elif s_prod:
-                            score -= 0.3
-                    if clean.endswith(":"):
-                        score -= 0.15  # "The house limits are:" introduces, does not answer
-                    scored.append((score, i, s, s_idx))
-            scored.sort(key=lambda t: -t[0])
-            if not scored:
-                continue
-            top = scored[0][0]
-            n = 0
-            limit = sentences_per_aspect + (2 if "procedure" in a_intents else 0)
-            chosen = []
-            for score, i, s, s_idx in scored:
-                if n >= limit or score < top - 0.25:
-                    break
-                key = _clean_sentence(s).lower()
-                if key in seen:
-                    continue
-                seen.add(key)
-                chosen.append((cand[i], s_idx, i, s))
-                n += 1
-            # within one part of the question, keep the manuals' own order (procedure steps stay in sequence)
-            picked.extend((i, s) for _, _, i, s in sorted(chosen))
+        for aq, ae in zip(aspect_queries, q_embs[: len(aspect_queries)]):
+            aspect = _Aspect(set(tokenize(aq)), classes, intents_of(aq),
+                             product_classes_in(aq) or (product_classes_in(question) if len(aspects) == 1 else set()))
+            scored = self._scored_sentences(cand, pool, aspect, ae)
+            limit = sentences_per_aspect + (2 if "procedure" in aspect.intents else 0)
+            picked.extend(_pick_sentences(scored, cand, limit, seen))
         if not picked:
             return Answer(NO_ANSWER, [], question, category)
+        return self._cited_answer(picked, cand, question, category)
+
+    def _passage_pool(self, cand: np.ndarray, queries: list[str], q_embs: np.ndarray) -> tuple[dict[int, float],
+                                                                                                float]:
+        """(candidate index -> RRF over the top 10 of every query's ranking, the best dense similarity seen)."""
+        pool_scores: dict[int, float] = {}
+        best_dense = -1.0
+        for q, e in zip(queries, q_embs):
+            order, _, dense, _ = self._rank(q, cand, e)
+            best_dense = max(best_dense, float(dense.max()))
+            for pos, i in enumerate(order[:10]):
+                pool_scores[i] = pool_scores.get(i, 0.0) + 1.0 / (self.rrf_k + pos + 1)
+        return pool_scores, best_dense
+
+    def _scored_sentences(self, cand: np.ndarray, pool: list[int], aspect: "_Aspect",
+                          aspect_emb: np.ndarray) -> list[tuple[float, int, str, int]]:
+        """(score, candidate index, sentence, its index in the chunk) of the pool's sentences for one part of the
+        question, best first; sentences of fewer than four words are left out."""
+        scored = []
+        for rank, i in enumerate(pool):
+            chunk = self.chunks[cand[i]]
+            sents, embs = self._sentence_embeddings(chunk)
+            for s_idx, (s, se) in enumerate(zip(sents, embs)):
+                clean = _clean_sentence(s)
+                if len(clean.split()) >= 4:
+                    score = aspect.score(clean, chunk, float(se @ aspect_emb), 0.08 / (1 + rank))
+                    scored.append((score, i, s, s_idx))
+        scored.sort(key=lambda t: -t[0])
+        return scored
+
+    def _cited_answer(self, picked: list[tuple[int, str]], cand: np.ndarray, question: str,
+                      category: str | None) -> Answer:
+        """The picked sentences as bullets, each with the number of the passage it came from, and the citations."""
         numbers: dict[int, int] = {}
         lines = []
         for i, s in picked:
@@ -395,6 +372,63 @@ class LocalManualSearch:
         citations = [citation_from_chunk(n, self.chunks[cand[i]]) for i, n in numbers.items()]
         text = "From the SOP manuals:\n" + "\n".join(lines)
         return Answer(text, citations, question, category)
+
+
+@dataclass
+class _Aspect:
+    """One part of a question, as the sentence scoring sees it."""
+    tokens: set[str]
+    classes: list[str]  # the defect classes the whole question names
+    intents: set[str]
+    product_classes: set[str]
+
+    def score(self, clean: str, chunk: Chunk, similarity: float, pool_bonus: float) -> float:
+        """How well a (cleaned) sentence of ``chunk`` answers this part: its embedding similarity, its share of the
+        part's tokens, its passage's place in the pool, and bonuses and penalties for section intent, defect class
+        and product class."""
+        lex = len(self.tokens & set(tokenize(clean))) / max(1, len(self.tokens))
+        score = similarity + 0.35 * lex + pool_bonus
+        s_intents = section_intents(chunk.section)
+        if self.intents & s_intents:
+            score += 0.2
+        elif "scope" in s_intents:
+            score -= 0.15  # "This procedure describes ..." rarely answers anything
+        if self.classes and chunk.defect_class not in self.classes and chunk.defect_class != GENERAL_CLASS:
+            score -= 0.25
+        s_prod = product_classes_in(clean)
+        if self.product_classes:
+            if s_prod & self.product_classes:
+                score += 0.25
+            elif s_prod:
+                score -= 0.3
+        if clean.endswith(":"):
+            score -= 0.15  # "The house limits are:" introduces, does not answer
+        return score
+
+
+def _with_classes(aspect: str, classes: list[str]) -> str:
+    """A part of the question with the defect classes the whole question names and the part does not."""
+    missing = [c for c in classes if c not in classes_in(aspect)]
+    return aspect + (" " + " ".join(missing) if missing else "")
+
+
+def _pick_sentences(scored: list[tuple[float, int, str, int]], cand: np.ndarray, limit: int,
+                    seen: set[str]) -> list[tuple[int, str]]:
+    """Up to ``limit`` sentences within 0.25 of the best score, none already ``seen`` (which this updates), in the
+    manuals' own order (procedure steps stay in sequence): (candidate index, sentence)."""
+    if not scored:
+        return []
+    top = scored[0][0]
+    chosen = []
+    for score, i, s, s_idx in scored:
+        if len(chosen) >= limit or score < top - 0.25:
+            break
+        key = _clean_sentence(s).lower()
+        if key in seen:
+            continue
+        seen.add(key)
+        chosen.append((cand[i], s_idx, i, s))
+    return [(i, s) for _, _, i, s in sorted(chosen)]
 
 
 def _clean_sentence(s: str) -> str:
