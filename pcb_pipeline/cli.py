@@ -239,24 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", help="show the full traceback when a command fails (anywhere "
                                                       "on the line; or PCB_DEBUG=1)")
     sub = p.add_subparsers(dest="command", required=True)
-
-    d = sub.add_parser(
-        "demo", help="run the whole pipeline once, in this process, on the embedded local default",
-        description="Materialise every asset in one Dagster run on the embedded local default (DuckDB, a stage "
-                    "folder, MLflow on sqlite, CPU training), whatever PCB_BACKEND says: land boards (seeded "
-                    "synthetic ones unless --deeppcb-root), build the YOLO dataset, train, gate and register the "
-                    "model, write DEFECT_LOGS for the held-out boards, build the SOP search corpus, then print the "
-                    "champion and the golden query. State lives under PCB_HOME.")
-    d.add_argument("--deeppcb-root", help="a Deep PCB folder (holding PCBData/); default: synthetic boards")
-    d.add_argument("--profile", default="demo",
-                   help="training profile: demo (CPU, 20 epochs at 320, ~10 min on 2 cores), full (GPU), smoke (tests)")
-    d.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one training setting of the profile, e.g. --set epochs=40 (ultralytics train args)")
-    d.add_argument("--min-map50", type=float, default=None, help="promotion threshold (default 0.5)")
-    d.add_argument("--input-mode", choices=INPUT_MODES, default=REFERENCE,
-                   help="reference (default): the model sees board + template; test: the board image alone "
-                        "(README, 'Reference-aware models')")
-    d.set_defaults(func=cmd_demo)
+    _add_demo(sub)
 
     s = sub.add_parser("sql", help="run one read-only Snowflake-dialect SELECT on the warehouse")
     s.add_argument("query")
@@ -294,6 +277,31 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--json", action="store_true")
     pr.set_defaults(func=cmd_predict)
 
+    _add_evaluate(sub)
+    return p
+
+
+def _add_demo(sub) -> None:
+    d = sub.add_parser(
+        "demo", help="run the whole pipeline once, in this process, on the embedded local default",
+        description="Materialise every asset in one Dagster run on the embedded local default (DuckDB, a stage "
+                    "folder, MLflow on sqlite, CPU training), whatever PCB_BACKEND says: land boards (seeded "
+                    "synthetic ones unless --deeppcb-root), build the YOLO dataset, train, gate and register the "
+                    "model, write DEFECT_LOGS for the held-out boards, build the SOP search corpus, then print the "
+                    "champion and the golden query. State lives under PCB_HOME.")
+    d.add_argument("--deeppcb-root", help="a Deep PCB folder (holding PCBData/); default: synthetic boards")
+    d.add_argument("--profile", default="demo",
+                   help="training profile: demo (CPU, 20 epochs at 320, ~10 min on 2 cores), full (GPU), smoke (tests)")
+    d.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one training setting of the profile, e.g. --set epochs=40 (ultralytics train args)")
+    d.add_argument("--min-map50", type=float, default=None, help="promotion threshold (default 0.5)")
+    d.add_argument("--input-mode", choices=INPUT_MODES, default=REFERENCE,
+                   help="reference (default): the model sees board + template; test: the board image alone "
+                        "(README, 'Reference-aware models')")
+    d.set_defaults(func=cmd_demo)
+
+
+def _add_evaluate(sub) -> None:
     e = sub.add_parser("evaluate", help="evaluate weights on a Deep PCB split file (ultralytics mAP, the Deep PCB "
                                         "protocol, the legacy AOI baseline at matched recall)")
     e.add_argument("--deeppcb-root", required=True)
@@ -313,7 +321,6 @@ def build_parser() -> argparse.ArgumentParser:
                         "where the dashboard reads the false-call figures")
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=cmd_evaluate)
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:
