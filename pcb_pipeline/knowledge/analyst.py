@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from .semantic_model import SemanticModel, load_semantic_model
 from .sql_guard import UnsafeSQLError, guard_model_sql, run_guarded
-from .text2sql import DataAnswer, frame_to_rows
+from .questions import DataAnswer, frame_to_rows
 
 ANALYST_PATH = "/api/v2/cortex/analyst/message"
 FEEDBACK_PATH = "/api/v2/cortex/analyst/feedback"

@@ -18,7 +18,7 @@ from .manuals import build_manual_pdfs  # noqa: F401 - re-exported
 from .search import Answer, LocalManualSearch, ManualSearch
 from .semantic_model import SemanticModel, load_semantic_model, logical_to_physical
 from .sql_guard import UnsafeSQLError, guard_model_sql, run_guarded
-from .text2sql import DataAnswer, LocalDataAnalyst, frame_to_rows
+from .questions import DataAnswer, LocalDataAnalyst, frame_to_rows
 
 _LOCK = threading.Lock()
 _ANALYSTS: dict[int, LocalDataAnalyst] = {}

@@ -38,7 +38,7 @@ class ModelColumn:
     is_enum: bool = False
 
     def parsed(self) -> exp.Expression:
-        return _parse_expr(self.expr)
+        return parse_expr(self.expr)
 
 
 @dataclass
@@ -50,7 +50,7 @@ class ModelMetric:
     synonyms: list[str] = field(default_factory=list)
 
     def parsed(self) -> exp.Expression:
-        return _parse_expr(self.expr)
+        return parse_expr(self.expr)
 
 
 @dataclass
@@ -111,6 +111,42 @@ class VerifiedQuery:
     verified_at: int | None = None
 
 
+LOCAL_VOCABULARY_KEY = "local_vocabulary"  # the YAML section only the local engine reads (not in the specification)
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """What the local question engine reads beyond the specification: value aliases per dimension, values that are
+    also ordinary words (and the words that make them values), and the units a relative time window counts in."""
+
+    value_aliases: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    ambiguous_values: frozenset[str] = frozenset()
+    context_words: frozenset[str] = frozenset()
+    countable_value_dimensions: frozenset[str] = frozenset()
+    fraction_facts: frozenset[str] = frozenset()
+    higher_is_better: frozenset[str] = frozenset()
+    identifier_words: dict[str, list[str]] = field(default_factory=dict)
+    time_units: dict[str, tuple[str, int]] = field(default_factory=dict)
+
+    @classmethod
+    def from_yaml(cls, data: dict | None) -> "Vocabulary":
+        data = data or {}
+        aliases = {str(dim): {str(v): [str(a) for a in alist or []] for v, alist in (values or {}).items()}
+                   for dim, values in (data.get("value_aliases") or {}).items()}
+        units = {}
+        for word, spec in (data.get("time_units") or {}).items():
+            if not (isinstance(spec, list) and len(spec) == 2 and str(spec[1]).isdigit()):
+                raise SemanticModelError(f"{LOCAL_VOCABULARY_KEY}.time_units.{word}: expected [date part, count]")
+            units[str(word)] = (str(spec[0]).lower(), int(spec[1]))
+        words = lambda key: frozenset(map(str, data.get(key) or []))  # noqa: E731
+        identifiers = {str(dim): [str(w) for w in ws or []] for dim, ws in (data.get("identifier_words") or {}).items()}
+        return cls(aliases, words("ambiguous_values"), words("context_words"), words("countable_value_dimensions"),
+                   words("fraction_facts"), words("higher_is_better"), identifiers, units)
+
+    def aliases_of(self, dimension: str, value: str) -> list[str]:
+        return self.value_aliases.get(dimension, {}).get(value, [])
+
+
 @dataclass
 class SemanticModel:
     name: str
@@ -120,6 +156,7 @@ class SemanticModel:
     verified_queries: list[VerifiedQuery]
     raw: dict
     path: Path | None = None
+    vocabulary: Vocabulary = field(default_factory=Vocabulary)
 
     @property
     def physical_tables(self) -> set[str]:
@@ -145,8 +182,10 @@ class SemanticModel:
         return None
 
     def to_yaml(self) -> str:
-        """The YAML text (with any database/schema override applied), e.g. for the Cortex Analyst request body."""
-        return yaml.safe_dump(self.raw, sort_keys=False, width=120)
+        """The specification's YAML (with any database/schema override applied) for Cortex Analyst: the request body
+        and the stage file; the local engine's vocabulary section is left out."""
+        spec = {k: v for k, v in self.raw.items() if k != LOCAL_VOCABULARY_KEY}
+        return yaml.safe_dump(spec, sort_keys=False, width=120)
 
     def onboarding_questions(self) -> list[str]:
         return [v.question for v in self.verified_queries if v.use_as_onboarding_question]
@@ -165,7 +204,7 @@ def default_semantic_model_path() -> Path:
     return sql_dir() / "semantic_model.yaml"
 
 
-def _parse_expr(text: str) -> exp.Expression:
+def parse_expr(text: str) -> exp.Expression:
     try:
         return sqlglot.parse_one(f"SELECT {text}", read="snowflake").expressions[0]
     except sqlglot.errors.ParseError as e:
@@ -221,7 +260,8 @@ def parse_semantic_model(data: dict, path: Path | None = None, database: str | N
                          verified_by=str(v.get("verified_by", "")), verified_at=v.get("verified_at"))
            for v in data.get("verified_queries") or []]
     model = SemanticModel(name=data["name"], description=data.get("description", ""), tables=tables,
-                          relationships=rels, verified_queries=vqs, raw=data, path=path)
+                          relationships=rels, verified_queries=vqs, raw=data, path=path,
+                          vocabulary=Vocabulary.from_yaml(data.get(LOCAL_VOCABULARY_KEY)))
     problems = validate_semantic_model(model)
     if problems:
         raise SemanticModelError("invalid semantic model:\n- " + "\n- ".join(problems))
@@ -343,7 +383,7 @@ def logical_to_physical(sql: str, model: SemanticModel, qualified: bool = False)
                 r = resolve(e)
                 if r is not None:
                     key, c = r
-                    new = _qualified(c.parsed(), key if (multi or e.table) else None)
+                    new = qualify_columns(c.parsed(), key if (multi or e.table) else None)
                     if new.sql(dialect="snowflake") != c.name:
                         select.expressions[i] = exp.alias_(new, c.name)
                         select.expressions[i].parent = select
@@ -359,12 +399,12 @@ def logical_to_physical(sql: str, model: SemanticModel, qualified: bool = False)
             if r is None:
                 continue
             key, c = r
-            new = _qualified(c.parsed(), key if (multi or col.table) else None)
+            new = qualify_columns(c.parsed(), key if (multi or col.table) else None)
             col.replace(new)
     return tree.sql(dialect="snowflake")
 
 
-def _qualified(expr: exp.Expression, table_key: str | None) -> exp.Expression:
+def qualify_columns(expr: exp.Expression, table_key: str | None) -> exp.Expression:
     expr = expr.copy()
     if table_key is None:
         return expr

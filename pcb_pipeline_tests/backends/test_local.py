@@ -150,7 +150,7 @@ def test_factory_knowledge_engines_on_the_local_backend(tmp_path, monkeypatch):
     from pcb_pipeline.knowledge import api
     from pcb_pipeline.knowledge.corpus import Chunk
     from pcb_pipeline.knowledge.search import LocalManualSearch
-    from pcb_pipeline.knowledge.text2sql import LocalDataAnalyst
+    from pcb_pipeline.knowledge.questions import LocalDataAnalyst
 
     monkeypatch.setenv("PCB_BACKEND", "local")
     monkeypatch.setenv("PCB_HOME", str(tmp_path / "home"))

@@ -331,7 +331,7 @@ def _client(model, http, fallback=None, slept=None):
     ((200, _analyst_body(sql="SELECT * FROM DEFECT_LOGS; DROP TABLE DEFECT_LOGS")), "refused by the guard"),
 ])
 def test_cortex_analyst_falls_back_to_the_local_engine_and_says_so(snow, model, answer, why):
-    from pcb_pipeline.knowledge.text2sql import LocalDataAnalyst
+    from pcb_pipeline.knowledge.questions import LocalDataAnalyst
 
     out = _client(model, _PlayedHttp(answer), fallback=LocalDataAnalyst(model)).ask(GOLDEN_QUESTION, snow)
     assert out.answered and out.source.startswith("local_fallback:"), out
@@ -353,7 +353,7 @@ def test_cortex_analyst_retries_when_rate_limited(snow, model):
 
 
 def test_cortex_analyst_suggestions_are_shown_not_replaced(snow, model):
-    from pcb_pipeline.knowledge.text2sql import LocalDataAnalyst
+    from pcb_pipeline.knowledge.questions import LocalDataAnalyst
 
     out = _client(model, _PlayedHttp((200, _analyst_body(sql=None))), fallback=LocalDataAnalyst(model)).ask(
         "what about the thing", snow)

@@ -25,7 +25,7 @@ from pcb_pipeline.defs.snowflake_resources import SnowflakeSearchIndexResource
 from pcb_pipeline.knowledge.corpus import Chunk
 from pcb_pipeline.knowledge.snowflake_search import (AI_COMPLETE_SQL_PYFORMAT, DEFAULT_LLM, RESULT_COLUMNS,
                                                      SERVICE_NAME, ConnectedManualSearch)
-from pcb_pipeline.knowledge.text2sql import LocalDataAnalyst
+from pcb_pipeline.knowledge.questions import LocalDataAnalyst
 
 GOLDEN_QUESTION = "show me the breakdown of defect types for the Shanghai line last week"
 GOLDEN_QUERY = ("SELECT detected_class, COUNT(*) FROM DEFECT_LOGS WHERE factory_line_id = 'SHANGHAI' AND "

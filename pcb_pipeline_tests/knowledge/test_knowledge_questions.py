@@ -7,12 +7,17 @@ import sqlglot
 from knowledge_golden import GOLDEN_QUERY, GOLDEN_QUESTION
 from pcb_pipeline.knowledge.api import ask_data
 from pcb_pipeline.knowledge.evaluation import frame_multiset, rows_multiset
-from pcb_pipeline.knowledge.text2sql import CannotAnswer, DataQuestionEngine, LocalDataAnalyst, plan_to_sql
+from pcb_pipeline.knowledge.questions import CannotAnswer, DataQuestionEngine, LocalDataAnalyst, plan_to_sql
 
 
 @pytest.fixture(scope="module")
 def engine(model):
     return DataQuestionEngine(model)
+
+
+def snowflake(sql: str) -> str:
+    """How sqlglot renders a statement or an expression in Snowflake dialect (`CURRENT_DATE()` -> `CURRENT_DATE`)."""
+    return sqlglot.parse_one(sql, read="snowflake").sql(dialect="snowflake")
 
 
 def test_golden_question_returns_exactly_the_golden_result(warehouse):
@@ -28,29 +33,29 @@ def test_golden_question_through_the_generator_too(model, engine, warehouse):
     """Without the verified query, the generator itself must produce the golden result."""
     plan = engine.plan(GOLDEN_QUESTION)
     sql = plan_to_sql(plan, model)
-    assert sql.startswith("SELECT detected_class AS defect_type, COUNT(*) AS defect_count FROM DEFECT_LOGS WHERE "
-                          "factory_line_id = 'SHANGHAI' AND timestamp >= DATEADD(week, -1, CURRENT_DATE()) "
-                          "GROUP BY detected_class")
+    assert sql.startswith(snowflake("SELECT detected_class AS defect_type, COUNT(*) AS defect_count FROM DEFECT_LOGS "
+                                    "WHERE factory_line_id = 'SHANGHAI' AND timestamp >= DATEADD(week, -1, "
+                                    "CURRENT_DATE()) GROUP BY detected_class"))
     assert frame_multiset(warehouse.query(sql)) == frame_multiset(warehouse.query(GOLDEN_QUERY))
 
 
 def test_emitted_sql_is_snowflake_dialect(engine, model):
     sql = plan_to_sql(engine.plan("scrap rate by product type for the last 2 weeks"), model)
     tree = sqlglot.parse_one(sql, read="snowflake")
-    assert "COUNT_IF" in sql and "DATEADD(week, -2, CURRENT_DATE())" in sql
+    assert "COUNT_IF" in sql and snowflake("DATEADD(week, -2, CURRENT_DATE())") in sql
     assert "LEFT OUTER JOIN PCB_METADATA" in sql and tree.find(sqlglot.exp.Join) is not None
 
 
 @pytest.mark.parametrize("question, fragments", [
-    ("How many defects yesterday?", ["timestamp >= DATEADD(day, -1, CURRENT_DATE())", "timestamp < CURRENT_DATE()"]),
-    ("defects this month", ["timestamp >= DATE_TRUNC('month', CURRENT_DATE())"]),
-    ("defects in the last 10 days", ["timestamp >= DATEADD(day, -10, CURRENT_DATE())"]),
-    ("defects last month", ["DATEADD(month, -1, DATE_TRUNC('month', CURRENT_DATE()))",
-                            "timestamp < DATE_TRUNC('month', CURRENT_DATE())"]),
-    ("top 2 lines by defect count", ["GROUP BY factory_line_id", "ORDER BY defect_count DESC LIMIT 2"]),
+    ("How many defects yesterday?", ["timestamp >= DATEADD(DAY, -1, CURRENT_DATE)", "timestamp < CURRENT_DATE"]),
+    ("defects this month", ["timestamp >= DATE_TRUNC('MONTH', CURRENT_DATE)"]),
+    ("defects in the last 10 days", ["timestamp >= DATEADD(DAY, -10, CURRENT_DATE)"]),
+    ("defects last month", ["DATEADD(MONTH, -1, DATE_TRUNC('MONTH', CURRENT_DATE))",
+                            "timestamp < DATE_TRUNC('MONTH', CURRENT_DATE)"]),
+    ("top 2 lines by defect count", ["GROUP BY factory_line_id", "ORDER BY defect_count DESC NULLS LAST LIMIT 2"]),
     ("defects per shift", ["p.production_shift AS production_shift", "LEFT OUTER JOIN PCB_METADATA AS p",
                            "GROUP BY p.production_shift"]),
-    ("weekly yield", ["DATE_TRUNC('week', timestamp) AS week", "ORDER BY week"]),
+    ("weekly yield", ["DATE_TRUNC('WEEK', timestamp) AS week", "ORDER BY week"]),
     ("How many mouse bites and pinholes on the Shenzhen line?",
      ["detected_class IN ('mousebite', 'pin-hole')", "factory_line_id = 'SHENZHEN'"]),
     ("spurious copper defects", ["detected_class = 'copper'"]),
