@@ -13,16 +13,14 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from dagster._core.definitions.partitions.context import partition_loading_context
-from dagster._core.test_utils import create_run_for_test
 
 import test_automation_support as support
 from pcb_pipeline.defs.assets import upload_defect_logs
 from pcb_pipeline.defs.jobs import upload_inference_job
 from pcb_pipeline.defs.resources import RegistryResource, StageResource, WarehouseResource
 from pcb_pipeline.defs.sensors import (CONTENT_TAG, PATH_TAG, RUN_KEY_TAG, TEMPLATE_TAG, UPLOAD_SENSOR_NAME,
-                                       UploadCursor, UploadSensorSettings, build_upload_sensor, image_signature_ok,
-                                       key_problem)
+                                       DagsterUploadHistory, build_upload_sensor)
+from pcb_pipeline.defs.upload_planner import UploadCursor, UploadSensorSettings, plan_uploads
 
 REPO = Path(__file__).resolve().parents[2]
 OLD = time.time() - 600  # back-dated uploads are settled at once
@@ -63,16 +61,15 @@ class Daemon:
         ctx = dg.build_sensor_context(instance=self.instance, cursor=self.cursor, resources=self.resources,
                                       sensor_name=UPLOAD_SENSOR_NAME, repository_def=self.repo,
                                       instance_ref=self.instance.get_ref())
-        with partition_loading_context(dynamic_partitions_store=self.instance):
-            data = self.sensor.evaluate_tick(ctx)
+        data = self.sensor.evaluate_tick(ctx)  # resolves the run requests' partitions against the instance
         for req in data.dynamic_partitions_requests or []:
             self.instance.add_dynamic_partitions(req.partitions_def_name, list(req.partition_keys))
         new = []
         for rr in data.run_requests or []:
             if self.instance.get_runs(filters=dg.RunsFilter(tags={RUN_KEY_TAG: rr.run_key})):
                 continue
-            create_run_for_test(self.instance, job_name=upload_inference_job.name,
-                                tags={**rr.tags, RUN_KEY_TAG: rr.run_key})
+            self.instance.add_run(dg.DagsterRun(job_name=upload_inference_job.name,
+                                                tags={**rr.tags, RUN_KEY_TAG: rr.run_key}))
             new.append(rr)
         self.launched += new
         if keep_cursor and data.cursor is not None:
@@ -231,8 +228,6 @@ def test_a_template_that_lands_after_its_board_re_runs_the_board(world, instance
 
 def test_templates_behind_the_window_are_not_read_again(world, instance):
     """Their cursor entries are pruned like accepted files; the runs' pcb/template_file tags say they were read."""
-    from pcb_pipeline.defs.sensors import DagsterUploadHistory, plan_uploads
-
     s = UploadSensorSettings(settle_s=0.0, stable_s=0.0, lookback_s=60, interval_s=1, max_rejected_remembered=1)
     d = Daemon(instance, world.stage_root, s)
     for i in range(3):
@@ -341,25 +336,6 @@ def test_stage_outage_is_a_skipped_tick(world, instance, tmp_path):
     d.resources["stage"] = StageResource(root=str(blocker))
     new, data = d.tick()
     assert new == [] and data.skip_message.startswith("cannot list the stage's uploads/ folder")
-
-
-def test_partition_keys_and_signatures():
-    assert key_problem("ok/name.jpg") is None
-    assert "escapes" in key_problem("../secrets.jpg")
-    assert "partition key" in key_problem("a...b.jpg") and "partition key" in key_problem("tab\tname.jpg")
-    assert image_signature_ok(support.jpeg_bytes(1)[:16]) and image_signature_ok(_png()[:16])
-    assert not image_signature_ok(b"%PDF-1.7 ......") and not image_signature_ok(b"")
-
-
-def test_sensor_settings_from_env_name_the_variable():
-    s = UploadSensorSettings.from_env({"PCB_UPLOAD_SETTLE_S": "5", "PCB_UPLOAD_MAX_RUNS_PER_TICK": "20"})
-    assert s.settle_s == 5 and s.max_runs_per_tick == 20 and s.stable_s == 30
-    with pytest.raises(ValueError, match="PCB_UPLOAD_SETTLE_S"):
-        UploadSensorSettings.from_env({"PCB_UPLOAD_SETTLE_S": "soon"})
-    with pytest.raises(ValueError, match="PCB_UPLOAD_MAX_RUNS_PER_TICK"):
-        UploadSensorSettings.from_env({"PCB_UPLOAD_MAX_RUNS_PER_TICK": "0"})
-    with pytest.raises(ValueError, match="PCB_UPLOAD_SENSOR"):
-        UploadSensorSettings.from_env({"PCB_UPLOAD_SENSOR": "maybe"})
 
 
 def test_stress_1000_uploads_in_bursts_with_restarts(tmp_path):
