@@ -7,11 +7,7 @@ Skips only when /usr/bin/chromium (or playwright) is absent: `apt-get install -y
 from __future__ import annotations
 
 import os
-import signal
 import socket
-import subprocess
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -45,35 +41,10 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def app_url(browser, app_home, artifacts_dir):
+def app_url(browser, app_home, serve_streamlit):
     port = _free_port()
-    log = open(artifacts_dir / "streamlit_app.log", "w")
-    proc = subprocess.Popen(streamlit_command("127.0.0.1", port), cwd=app_home, env=champion.isolated_env(app_home),
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 90
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"streamlit exited with {proc.returncode}; see {log.name}")
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                    if r.read().strip() == b"ok":
-                        break
-            except OSError:
-                pass
-            if time.time() > deadline:
-                raise TimeoutError(f"streamlit did not become healthy on {url}; see {log.name}")
-            time.sleep(0.5)
-        yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # the process group this fixture started
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
+    return serve_streamlit(streamlit_command("127.0.0.1", port), f"http://127.0.0.1:{port}",
+                           champion.isolated_env(app_home), app_home, "streamlit_app.log")
 
 
 @pytest.fixture
