@@ -1,39 +1,28 @@
-"""The asset graph: raw_pcb_images -> yolo_dataset -> trained_detector -> registered_model -> defect_logs."""
+"""The asset graph: raw_pcb_images -> yolo_dataset -> trained_detector -> registered_model -> defect_logs.
 
-import json
-import os
-import tempfile
-from collections import Counter
-from datetime import date, datetime, timezone
-from pathlib import Path
+Each asset is a short recipe over named steps: the landing (defs.landing), inference (defs.inference over
+vision.inference), the training candidate (defs.candidate), and the layers below them."""
+
+from datetime import datetime, timezone
 
 import dagster as dg
-import pandas as pd
 
-from pcb_pipeline import settings
-from pcb_pipeline.backends.base import TrainingRequest, TrainingResult, replace_prefix
+from pcb_pipeline.backends.base import TrainingRequest
 from pcb_pipeline.backends.locks import retry_on_lock
-from pcb_pipeline.core import deeppcb, synthetic, yolo_format
-from pcb_pipeline.core.classes import CLASS_NAMES
+from pcb_pipeline.core import deeppcb, yolo_format
 from pcb_pipeline.core.defect_logs import board_id_from_path
-from pcb_pipeline.core.images import IMAGE_SUFFIXES, read_image
-from pcb_pipeline.core.progress import Progress
-from pcb_pipeline.core.stage_layout import (DATASET_PREFIX, HELDOUT_PREFIX, RAW_DATA_PREFIX, RAW_PREFIX,
-                                            UPLOAD_PREFIX)
-from pcb_pipeline.core.metadata import board_metadata
+from pcb_pipeline.core.images import read_image
 from pcb_pipeline.core.reference import TEST_ONLY, check_input_mode
-from pcb_pipeline.defs import inference
+from pcb_pipeline.core.stage_layout import DATASET_PREFIX, HELDOUT_PREFIX, RAW_PREFIX
+from pcb_pipeline.defs import candidate, inference, landing
+from pcb_pipeline.defs.inference import partition_stage_path  # noqa: F401 - upload_planner, quality_checks import it
 from pcb_pipeline.defs.preview import preview_markdown
 from pcb_pipeline.defs.scratch import scratch_dir
 from pcb_pipeline.defs.resources import RegistryResource, StageResource, TrainingResource, WarehouseResource
+from pcb_pipeline.vision.inference import store
 
-CANDIDATE_POINTER = "models/candidate.json"
 GOLDEN_QUERY = ("SELECT detected_class, COUNT(*) FROM DEFECT_LOGS WHERE factory_line_id = 'SHANGHAI' "
                 "AND timestamp >= DATEADD(week, -1, CURRENT_DATE()) GROUP BY detected_class")
-
-
-def _per_class(counts: Counter) -> dict[str, int]:
-    return {name: counts.get(i, 0) for i, name in enumerate(CLASS_NAMES)}
 
 
 # --------------------------------------------------------------------------------------------------- raw images
@@ -50,47 +39,20 @@ def raw_pcb_images(context: dg.AssetExecutionContext, config: RawImagesConfig,
                    stage: StageResource) -> dg.MaterializeResult:
     """Deep PCB pairs (test image, template, labels, split file) landed on the stage under raw/deeppcb."""
     st = stage.get()
-    root = config.deeppcb_root or os.environ.get("PCB_DEEPPCB_ROOT")
-    with tempfile.TemporaryDirectory(prefix="synthetic-deeppcb-") as tmp:
-        if root:
-            split_file = deeppcb.split_file_path(Path(root).expanduser(), config.split)
-            origin = f"Deep PCB at {Path(root).expanduser()}"
-        else:
-            split_file = synthetic.write_synthetic_deeppcb(Path(tmp), config.synthetic_groups,
-                                                           config.synthetic_images_per_group, config.seed)
-            origin = f"synthetic boards (seed {config.seed})"
-        try:  # everything is read and decoded before the stage is touched
-            samples = deeppcb.read_split(split_file)
-            counts = Counter(b.class_id for s in samples for b in deeppcb.read_labels(s.label_file))
-            deeppcb.check_pairs(samples, Progress("checking pairs", len(samples), context.log.info))
-        except deeppcb.DeepPCBFormatError as e:
-            raise dg.Failure(f"nothing landed, the previous landing is intact: {e}", allow_retries=False) from None
-        written, removed = replace_prefix(st, RAW_PREFIX, landing_files(samples, split_file),
-                                          Progress("landing files", 3 * len(samples) + 1, context.log.info).step)
+    with landing.board_source(config) as (split_file, origin):
+        samples, boxes = landing.read_checked(split_file, context.log.info)  # all read before the stage is touched
+        written, removed = landing.land(st, samples, split_file, context.log.info)
         preview = preview_markdown([read_image(s.test_image) for s in samples[:4]], "first boards")
     return dg.MaterializeResult(metadata={
         "source": origin,
         "pairs": len(samples),
         "groups": dg.MetadataValue.json(sorted({s.group for s in samples})),
-        "boxes_per_class": dg.MetadataValue.json(_per_class(counts)),
+        "boxes_per_class": dg.MetadataValue.json(boxes),
         "stage_uri": st.uri(RAW_PREFIX),
         "files_written": written,
         "stale_files_removed": removed,
         "preview": preview,
     })
-
-
-def landing_files(samples: list[deeppcb.Sample], split_file: Path) -> list[tuple[Path, str]]:
-    """(local file, stage path) of a landing: every pair's test image, template and labels, the split file last."""
-    base = split_file.parent
-    pairs = [(f, f"{RAW_DATA_PREFIX}/{f.relative_to(base).as_posix()}")
-             for s in samples for f in (s.test_image, s.template_image, s.label_file)]
-    return pairs + [(split_file, f"{RAW_DATA_PREFIX}/{split_file.name}")]
-
-
-def _download_raw(st, split: str = "trainval") -> list[deeppcb.Sample]:
-    local = st.get_dir(RAW_PREFIX, scratch_dir("raw"))
-    return deeppcb.read_split(deeppcb.split_file_path(local, split))
 
 
 # --------------------------------------------------------------------------------------------------- metadata
@@ -105,19 +67,8 @@ def pcb_metadata(config: MetadataConfig, stage: StageResource, warehouse: Wareho
     Dates are anchored on the day the raw images landed on the stage (not on the day this runs), so a re-run
     writes the same rows until the images are landed again."""
     st, wh = stage.get(), warehouse.get()
-    split_path = f"{RAW_DATA_PREFIX}/trainval.txt"
-    listed = [f for f in st.list(split_path) if f.path == split_path]
-    if not listed:
-        raise dg.Failure(f"{split_path} is not on the stage: materialise raw_pcb_images first", allow_retries=False)
-    try:
-        anchor = date.fromisoformat(config.anchor_date) if config.anchor_date else listed[0].last_modified.date()
-    except ValueError:
-        raise dg.Failure(f"anchor_date must be an ISO date (YYYY-MM-DD), got {config.anchor_date!r}",
-                         allow_retries=False) from None
-    samples = deeppcb.read_split(st.get_file(split_path, scratch_dir("split") / "trainval.txt"))
-    rows = pd.DataFrame([{**board_metadata(s.board_id, s.group, anchor), "source_image_path":
-                          f"{RAW_DATA_PREFIX}/{s.group}/{s.test_image.parent.name}/{s.test_image.name}"}
-                         for s in samples])
+    anchor = landing.anchor_date(st, config.anchor_date)
+    rows = landing.metadata_rows(st, anchor)
     wh.upsert("PCB_METADATA", ["board_id"], rows)
     by_line = rows.groupby("factory_line_id").size().to_dict()
     return dg.MaterializeResult(metadata={
@@ -144,8 +95,7 @@ def yolo_dataset(config: DatasetConfig, stage: StageResource) -> dg.MaterializeR
     except ValueError as e:
         raise dg.Failure(str(e), allow_retries=False) from None
     st = stage.get()
-    samples = _download_raw(st)
-    train, val = deeppcb.group_split(samples, config.val_fraction)
+    train, val = deeppcb.group_split(landing.download_raw(st), config.val_fraction)
     out = scratch_dir("yolo_dataset") / "dataset"
     summary = yolo_format.write_yolo_dataset({"train": train, "val": val}, out, input_mode=config.input_mode)
     st.remove_prefix(DATASET_PREFIX)
@@ -160,10 +110,6 @@ def yolo_dataset(config: DatasetConfig, stage: StageResource) -> dg.MaterializeR
         "files_on_stage": files,
         "stage_uri": st.uri(DATASET_PREFIX),
     })
-
-
-def download_dataset(st) -> Path:
-    return st.get_dir(DATASET_PREFIX, scratch_dir("dataset_check") / "dataset")
 
 
 # --------------------------------------------------------------------------------------------------- training
@@ -182,10 +128,7 @@ def trained_detector(context: dg.AssetExecutionContext, config: TrainingConfig, 
     request = TrainingRequest(dataset_dir=dataset, profile=config.profile, run_name=run_name,
                               overrides=dict(config.overrides))
     result = trainer.get(st).train(request, log=context.log.info)
-    pointer = scratch_dir("candidate") / "candidate.json"
-    pointer.write_text(json.dumps({"run_id": result.run_id, "weights_stage_path": result.weights_stage_path,
-                                   "onnx_stage_path": result.onnx_stage_path, "metrics": result.metrics}))
-    st.put_file(pointer, CANDIDATE_POINTER)
+    candidate.save_candidate(st, result)
     m = result.metrics
     return dg.MaterializeResult(metadata={
         "mlflow_run_id": result.run_id,
@@ -202,22 +145,13 @@ def trained_detector(context: dg.AssetExecutionContext, config: TrainingConfig, 
     })
 
 
-def load_candidate(st) -> TrainingResult:
-    local = st.get_file(CANDIDATE_POINTER, scratch_dir("candidate_read") / "candidate.json")
-    return TrainingResult(**json.loads(local.read_text()))
-
-
 # --------------------------------------------------------------------------------------------------- registry
 @dg.asset(group_name="vision", kinds={"mlflow"}, deps=[trained_detector])
 def registered_model(context: dg.AssetExecutionContext, stage: StageResource,
                      registry: RegistryResource) -> dg.MaterializeResult:
     """A registered model version; it becomes `champion` only if it clears the threshold and does not regress."""
     st, reg = stage.get(), registry.get()
-    candidate = load_candidate(st)
-    work = scratch_dir("register")
-    weights = st.get_file(candidate.weights_stage_path, work / "best.pt")
-    onnx = st.get_file(candidate.onnx_stage_path, work / "best.onnx") if candidate.onnx_stage_path else None
-    version = reg.register(candidate, weights, onnx)
+    version = reg.register(*candidate.download_candidate(st))
     decision = reg.promote_if_better(version, registry.min_map50)
     (context.log.info if decision.promoted else context.log.warning)(f"v{version.version}: {decision.reason}")
     champion = reg.champion()
@@ -233,7 +167,7 @@ def registered_model(context: dg.AssetExecutionContext, stage: StageResource,
 
 
 # --------------------------------------------------------------------------------------------------- inference
-# Two assets share one inference path (`infer` + `store`):
+# Two assets share one inference path (vision.inference: infer + store, through defs.inference):
 #   defect_logs         unpartitioned: the held-out boards as batch "heldout"; what the demo job and
 #                       `dagster asset materialize --select '*'` run.
 #   upload_defect_logs  one dynamic partition per file under uploads/ (added by the upload sensor), batch_id = the
@@ -246,8 +180,6 @@ UPLOAD_PARTITIONS = dg.DynamicPartitionsDefinition(name="uploads")  # key = path
 # exponential backoff; bad input raises dg.Failure(allow_retries=False) and fails at once with its reason.
 INFERENCE_RETRY = dg.RetryPolicy(max_retries=3, delay=2.0, backoff=dg.Backoff.EXPONENTIAL,
                                  jitter=dg.Jitter.PLUS_MINUS)
-
-
 
 
 class InferenceConfig(dg.Config):
@@ -263,71 +195,28 @@ class UploadInferenceConfig(dg.Config):
     confidence: float = 0.25
 
 
-def partition_stage_path(partition_key: str) -> str:
-    """uploads/<partition key>; refuses keys that are empty, absolute or climb out of the upload folder."""
-    from pcb_pipeline.backends.local import StagePathError, clean_stage_path
-
-    key = str(partition_key or "")
-    if not key.strip() or key.startswith(("/", "\\")) or any(c in key for c in "\x00\r\n\t"):
-        raise ValueError(f"upload partition key {partition_key!r} is not a file name under {UPLOAD_PREFIX}/")
-    try:
-        path = clean_stage_path(f"{UPLOAD_PREFIX}/{key}")
-    except StagePathError:
-        raise ValueError(f"upload partition key {partition_key!r} escapes the {UPLOAD_PREFIX}/ folder") from None
-    if not path.startswith(f"{UPLOAD_PREFIX}/") or path == UPLOAD_PREFIX:
-        raise ValueError(f"upload partition key {partition_key!r} escapes the {UPLOAD_PREFIX}/ folder")
-    return path
-
-
-def _require_champion(reg, registry: RegistryResource):
-    champion = reg.champion()
-    if champion is None:
-        raise dg.Failure(f"no champion model in registry '{registry.model_name}': materialise registered_model "
-                         f"with a model that clears mAP50 >= {registry.min_map50}", allow_retries=False)
-    return champion
-
-
 @dg.asset(group_name="warehouse", kinds={"duckdb", "snowflake"}, deps=[registered_model, pcb_metadata],
           retry_policy=INFERENCE_RETRY)
 def defect_logs(context: dg.AssetExecutionContext, config: InferenceConfig, stage: StageResource,
                 warehouse: WarehouseResource, registry: RegistryResource) -> dg.MaterializeResult:
-    """Batch inference with the champion over a batch of stage images into DEFECT_LOGS (re-runs replace the batch).
-
-    In this process (weights downloaded, Detector), unless the registry runs the model itself: on Snowflake with
-    PCB_SNOWFLAKE_INFERENCE batch or service, `registry.batch_inference()` is a RegistryInference (a run_batch job on
-    the GPU pool, or a service) and only its rows come back; they are stored the same way."""
-    st, reg = stage.get(), registry.get()
-    wh = retry_on_lock(warehouse.get, log=context.log.info)
-    champion = _require_champion(reg, registry)
-    inf = registry.batch_inference(log=context.log.info)  # None: the champion runs here
-    detector = None if inf else inference.champion_detector(reg, champion, config.confidence)
-    input_mode = detector.input_mode if detector else inference.champion_input_mode(st, reg, champion)
-    files, source = inference.batch_files(st, config.image_prefix, input_mode)
-    if not files:
-        raise dg.Failure(f"no images under stage prefix {source!r}", allow_retries=False)
-    local_dir, log = scratch_dir(f"inference_{config.batch_id}"), context.log.info
-    out = (inference.infer_remote(log, inf, st, wh, champion, files, config.batch_id, config.confidence, input_mode,
-                                  local_dir) if inf else
-           inference.infer(log, st, wh, detector, champion, files, config.batch_id, local_dir,
-                           lambda path: f"predictions/{config.batch_id}/{Path(path).stem}_pred.jpg"))
-    if out["errors"] and not len(out["inspections"]):  # storing nothing would wipe the batch's earlier rows
-        raise dg.Failure(f"no board of {len(files)} could be inspected, the batch's rows are kept as they were; "
-                         f"first error: {out['errors'][0]}", allow_retries=False,
-                         metadata={"unreadable_images": dg.MetadataValue.json(out["errors"][:50])})
-    inference.store(context.log.info, wh, config.batch_id, out)
-    golden = retry_on_lock(wh.query, GOLDEN_QUERY, log=context.log.info)
+    """Batch inference with the champion over a batch of stage images into DEFECT_LOGS (re-runs replace the batch),
+    in this process or, on Snowflake with PCB_SNOWFLAKE_INFERENCE batch or service, by the registry
+    (defs.inference.infer_batch); the rows are stored the same way."""
+    st, reg, log = stage.get(), registry.get(), context.log.info
+    wh = retry_on_lock(warehouse.get, log=log)
+    champion = inference.require_champion(reg, registry)
+    out, source = inference.infer_batch(log, st, wh, reg, registry, champion, config)
+    store(log, wh, config.batch_id, out)
+    golden = retry_on_lock(wh.query, GOLDEN_QUERY, log=log)
     return dg.MaterializeResult(metadata={
         "batch_id": config.batch_id,
-        "images": len(out["inspections"]),
-        "unreadable_images": dg.MetadataValue.json(out["errors"]),
-        "detections": len(out["logs"]),
-        "detections_per_class": dg.MetadataValue.json(inference.per_class_detections(out["logs"])),
-        "model_version": out["model_version"],
-        "model_input": out["input_mode"],
+        "images": len(out.inspections),
+        "unreadable_images": dg.MetadataValue.json(out.errors),
+        **inference.detections_metadata(out),
         "images_from": source,
-        "inference_backend": out["backend"],
+        "inference_backend": out.backend,
         "golden_query": dg.MetadataValue.md(golden.to_markdown(index=False) if len(golden) else "(no rows)"),
-        "preview": preview_markdown(out["plotted"], "predictions on the first boards"),
+        "preview": preview_markdown(out.plotted, "predictions on the first boards"),
     })
 
 
@@ -337,47 +226,23 @@ def upload_defect_logs(context: dg.AssetExecutionContext, config: UploadInferenc
                        warehouse: WarehouseResource, registry: RegistryResource) -> dg.MaterializeResult:
     """One uploaded board image (a dynamic partition per file under uploads/, added by the upload sensor) inferred
     with the champion into DEFECT_LOGS / BOARD_INSPECTIONS; batch_id is the file's stage path."""
-    import hashlib
-
-    key = context.partition_key
-    try:
-        path = partition_stage_path(key)
-    except ValueError as e:
-        raise dg.Failure(str(e), allow_retries=False) from None
-    if Path(path).suffix.lower() not in IMAGE_SUFFIXES:
-        raise dg.Failure(f"{path}: not an image file name (expected one of {sorted(IMAGE_SUFFIXES)})",
-                         allow_retries=False)
-    st, reg = stage.get(), registry.get()
-    listed = [f for f in st.list(path) if f.path == path]
-    if not listed:
-        raise dg.Failure(f"{path}: the upload is no longer on the stage (deleted or renamed after it was seen)",
-                         allow_retries=False)
-    wh = retry_on_lock(warehouse.get, log=context.log.info)
-    champion = _require_champion(reg, registry)
-    work = settings.paths().work / "uploads"
-    work.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="upload-", dir=work) as tmp:
-        detector = inference.champion_detector(reg, champion, config.confidence)
-        out = inference.infer(context.log.info, st, wh, detector, champion, listed, path, Path(tmp),
-                              lambda p: f"predictions/{Path(p).with_suffix('').as_posix()}_pred.jpg")
-        digest = hashlib.md5(next(Path(tmp).glob("00000.*")).read_bytes()).hexdigest()
-    if out["errors"]:  # nothing was written: the rows of an earlier version of this upload stay as they were
-        raise dg.Failure(f"unreadable upload: {out['errors'][0]}", allow_retries=False,
-                         metadata={"upload": path, "content_md5": digest})
+    path = inference.upload_image_path(context.partition_key)
+    st, reg, log = stage.get(), registry.get(), context.log.info
+    listed = inference.listed_upload(st, path)
+    wh = retry_on_lock(warehouse.get, log=log)
+    champion = inference.require_champion(reg, registry)
+    out, digest = inference.infer_upload(log, st, wh, reg, champion, listed, path, config.confidence)
     requested = context.run.tags.get("pcb/content_md5") if context.run else None
-    inference.store(context.log.info, wh, path, out)
+    store(log, wh, path, out)
     return dg.MaterializeResult(metadata={
         "upload": path,
         "content_md5": digest,
         "content_changed_since_request": bool(requested and requested != digest),
         "board_id": board_id_from_path(path),
-        "detections": len(out["logs"]),
-        "detections_per_class": dg.MetadataValue.json(inference.per_class_detections(out["logs"])),
-        "model_version": out["model_version"],
-        "model_input": out["input_mode"],
-        "template": out["templates"].get(path, ""),  # what a reference-aware champion compared the board with
-        "inference_backend": out["backend"],
-        "preview": preview_markdown(out["plotted"], "prediction"),
+        **inference.detections_metadata(out),
+        "template": out.templates.get(path, ""),  # what a reference-aware champion compared the board with
+        "inference_backend": out.backend,
+        "preview": preview_markdown(out.plotted, "prediction"),
     })
 
 

@@ -3,8 +3,15 @@
 import dagster as dg
 
 from pcb_pipeline.core import yolo_format
-from pcb_pipeline.defs.assets import download_dataset, yolo_dataset
+from pcb_pipeline.core.stage_layout import DATASET_PREFIX
+from pcb_pipeline.defs.assets import yolo_dataset
 from pcb_pipeline.defs.resources import StageResource
+from pcb_pipeline.defs.scratch import scratch_dir
+
+
+def download_dataset(st):
+    """The staged YOLO dataset, downloaded for the checks."""
+    return st.get_dir(DATASET_PREFIX, scratch_dir("dataset_check") / "dataset")
 
 
 def _label_problems(dataset_dir) -> list[str]:

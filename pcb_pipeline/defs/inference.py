@@ -1,159 +1,113 @@
-"""Batch inference as the defs' assets run it: the champion's detector, the boards and templates from the stage,
-decoding and inference overlapped (vision.batch.run_batch), the rows for DEFECT_LOGS and BOARD_INSPECTIONS, and
-their one-transaction write. The assets (defect_logs, upload_defect_logs) are short recipes over these steps."""
+"""The inference assets' steps in Dagster terms: the champion (or a clear dg.Failure), a batch run in this process or
+by the registry, an upload's checks and its inference, and the metadata both assets report. The work itself is
+pcb_pipeline.vision.inference; defect_logs and upload_defect_logs (defs.assets) are short recipes over these steps."""
 from __future__ import annotations
 
-import json
+import hashlib
 import tempfile
-from datetime import datetime, timezone
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
-import pandas as pd
-import yaml
+import dagster as dg
 
-from pcb_pipeline.backends.base import stage_templates
-from pcb_pipeline.backends.champion import champion_weights
-from pcb_pipeline.backends.locks import retry_on_lock
-from pcb_pipeline.core import deeppcb, yolo_format
-from pcb_pipeline.core.defect_logs import InspectedImage, build_rows
-from pcb_pipeline.core.images import IMAGE_SUFFIXES, read_image
-from pcb_pipeline.core.progress import Progress
-from pcb_pipeline.core.reference import REFERENCE, TEST_ONLY, check_input_mode
-from pcb_pipeline.core.stage_layout import DATASET_PREFIX, HELDOUT_PREFIX, RAW_DATA_PREFIX, RAW_PREFIX
+from pcb_pipeline import settings
+from pcb_pipeline.core.images import IMAGE_SUFFIXES
+from pcb_pipeline.core.stage_layout import UPLOAD_PREFIX
 from pcb_pipeline.defs.scratch import scratch_dir
+from pcb_pipeline.vision import inference as vi
+from pcb_pipeline.vision.inference import BatchOutcome, champion_input_mode
 
 
-def champion_detector(reg, champion, confidence: float):
-    from pcb_pipeline.vision.detector import Detector
-
-    return Detector(champion_weights(reg, champion), conf=confidence)
-
-
-def champion_input_mode(st, reg, champion) -> str:
-    """The champion's input mode without loading it (for registry-side inference): train.py records it in
-    metrics.json, which lies on the stage beside the weights (models/<run id>/). A version without that record has
-    its weights downloaded (cached, champion_weights) and the stamp read, as the in-process path does."""
-    if champion.weights_uri:
-        record = str(PurePosixPath(champion.weights_uri).with_name("metrics.json"))
-        if any(f.path == record for f in st.list(record)):
-            with tempfile.TemporaryDirectory(prefix="champion-") as tmp:
-                mode = json.loads(st.get_file(record, Path(tmp) / "metrics.json").read_text()).get("input_mode")
-            if mode:
-                return check_input_mode(mode)
-    return champion_detector(reg, champion, 0.25).input_mode
+def require_champion(reg, registry):
+    """The registry's champion, or a Failure saying which model to register."""
+    champion = reg.champion()
+    if champion is None:
+        raise dg.Failure(f"no champion model in registry '{registry.model_name}': materialise registered_model "
+                         f"with a model that clears mAP50 >= {registry.min_map50}", allow_retries=False)
+    return champion
 
 
-def board_files(st, prefix: str) -> list:
-    """Board images under a stage prefix (templates, ``<id>_temp.*``, are references, not boards)."""
-    return [f for f in st.list(prefix)
-            if Path(f.path).suffix.lower() in IMAGE_SUFFIXES and not deeppcb.is_template_name(f.path)]
+def infer_batch(log, st, wh, reg, registry, champion, config) -> tuple[BatchOutcome, str]:
+    """(outcome, where the images came from) of a batch (``config``: image_prefix, batch_id, confidence), inferred
+    in this process (weights downloaded, Detector) unless the registry runs the model itself: on Snowflake with
+    PCB_SNOWFLAKE_INFERENCE batch or service, `registry.batch_inference()` is a RegistryInference (a run_batch job on
+    the GPU pool, or a service) and only its rows come back. Fails when nothing could be inspected, since storing
+    nothing would wipe the batch's earlier rows."""
+    inf = registry.batch_inference(log=log)  # None: the champion runs here
+    detector = None if inf else vi.champion_detector(reg, champion, config.confidence)
+    input_mode = detector.input_mode if detector else champion_input_mode(st, reg, champion)
+    files, source = vi.batch_files(st, config.image_prefix, input_mode)
+    if not files:
+        raise dg.Failure(f"no images under stage prefix {source!r}", allow_retries=False)
+    local_dir = scratch_dir(f"inference_{config.batch_id}")
+    out = (vi.infer_remote(log, inf, st, wh, champion, files, config.batch_id, config.confidence, input_mode,
+                           local_dir) if inf else
+           vi.infer(log, st, wh, detector, champion, files, config.batch_id, local_dir,
+                    lambda path: f"predictions/{config.batch_id}/{Path(path).stem}_pred.jpg"))
+    if out.errors and not len(out.inspections):
+        raise dg.Failure(f"no board of {len(files)} could be inspected, the batch's rows are kept as they were; "
+                         f"first error: {out.errors[0]}", allow_retries=False,
+                         metadata={"unreadable_images": dg.MetadataValue.json(out.errors[:50])})
+    return out, source
 
 
-def staged_dataset_mode(st) -> str:
-    """The input mode of the dataset on the stage (no data.yaml there: board images)."""
-    data_yaml = f"{DATASET_PREFIX}/data.yaml"
-    if not any(f.path == data_yaml for f in st.list(data_yaml)):
-        return TEST_ONLY
-    return yolo_format.dataset_input_mode(st.get_file(data_yaml, scratch_dir("heldout_dataset") / "data.yaml").parent)
+# ------------------------------------------------------------------------------------------------------- uploads
+def partition_stage_path(partition_key: str) -> str:
+    """uploads/<partition key>; refuses keys that are empty, absolute or climb out of the upload folder."""
+    from pcb_pipeline.backends.local import StagePathError, clean_stage_path
+
+    key = str(partition_key or "")
+    if not key.strip() or key.startswith(("/", "\\")) or any(c in key for c in "\x00\r\n\t"):
+        raise ValueError(f"upload partition key {partition_key!r} is not a file name under {UPLOAD_PREFIX}/")
+    try:
+        path = clean_stage_path(f"{UPLOAD_PREFIX}/{key}")
+    except StagePathError:
+        raise ValueError(f"upload partition key {partition_key!r} escapes the {UPLOAD_PREFIX}/ folder") from None
+    if not path.startswith(f"{UPLOAD_PREFIX}/") or path == UPLOAD_PREFIX:
+        raise ValueError(f"upload partition key {partition_key!r} escapes the {UPLOAD_PREFIX}/ folder")
+    return path
 
 
-def batch_files(st, image_prefix: str, input_mode: str) -> tuple[list, str]:
-    """(board files, where they came from) for a batch: the held-out boards of a reference-aware champion (or of a
-    reference dataset) are the raw test images of the validation groups, whose templates lie beside them."""
-    if image_prefix == HELDOUT_PREFIX and REFERENCE in (input_mode, staged_dataset_mode(st)):
-        return heldout_raw_boards(st), f"{RAW_PREFIX} (validation groups, with templates)"
-    return board_files(st, image_prefix), image_prefix
+def upload_image_path(partition_key: str) -> str:
+    """The partition's stage path, or a Failure when the key is not an image file name under uploads/."""
+    try:
+        path = partition_stage_path(partition_key)
+    except ValueError as e:
+        raise dg.Failure(str(e), allow_retries=False) from None
+    if Path(path).suffix.lower() not in IMAGE_SUFFIXES:
+        raise dg.Failure(f"{path}: not an image file name (expected one of {sorted(IMAGE_SUFFIXES)})",
+                         allow_retries=False)
+    return path
 
 
-def heldout_raw_boards(st) -> list:
-    """The raw test images of the dataset's validation groups (their templates lie beside them under raw/)."""
-    groups_file = st.get_file(f"{DATASET_PREFIX}/groups.yaml", scratch_dir("heldout_groups") / "groups.yaml")
-    val_groups = (yaml.safe_load(groups_file.read_text()) or {}).get("val") or []
-    return [f for g in val_groups for f in board_files(st, f"{RAW_DATA_PREFIX}/{g}")
-            if PurePosixPath(f.path).stem.endswith("_test")]
+def listed_upload(st, path: str) -> list:
+    """The upload's stage listing (one file), or a Failure when it has gone since the sensor saw it."""
+    listed = [f for f in st.list(path) if f.path == path]
+    if not listed:
+        raise dg.Failure(f"{path}: the upload is no longer on the stage (deleted or renamed after it was seen)",
+                         allow_retries=False)
+    return listed
 
 
-def download_templates(st, files, local_dir: Path) -> tuple[dict[str, Path], dict[str, str]]:
-    """Each board's template from the stage (Deep PCB naming, ``backends.base.stage_templates``), downloaded:
-    (board stage path -> local template, board stage path -> template stage path). Boards without one are absent."""
-    where = stage_templates(st, [f.path for f in files])
-    local = {f.path: st.get_file(t, local_dir / f"{i:05d}_temp{PurePosixPath(t).suffix.lower()}")
-             for i, f in enumerate(files) if (t := where.get(f.path))}
-    return local, where
+def infer_upload(log, st, wh, reg, champion, listed: list, path: str, confidence: float) -> tuple[BatchOutcome, str]:
+    """(outcome, md5 of the bytes inferred) of one upload, in this process; an unreadable upload is a Failure and
+    nothing is written, so the rows of an earlier version of it stay as they were."""
+    work = settings.paths().work / "uploads"
+    work.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="upload-", dir=work) as tmp:
+        detector = vi.champion_detector(reg, champion, confidence)
+        out = vi.infer(log, st, wh, detector, champion, listed, path, Path(tmp),
+                       lambda p: f"predictions/{Path(p).with_suffix('').as_posix()}_pred.jpg")
+        digest = hashlib.md5(next(Path(tmp).glob("00000.*")).read_bytes()).hexdigest()
+    if out.errors:
+        raise dg.Failure(f"unreadable upload: {out.errors[0]}", allow_retries=False,
+                         metadata={"upload": path, "content_md5": digest})
+    return out, digest
 
 
-def infer(log, st, wh, detector, champion, files, batch_id: str, local_dir: Path, plot_path) -> dict:
-    """Detect defects on stage images; returns rows for DEFECT_LOGS and BOARD_INSPECTIONS (nothing written yet)."""
-    from pcb_pipeline.vision.batch import run_batch
-    from pcb_pipeline.vision.detector import draw_detections
-
-    landed = {f.path: f.last_modified for f in files}
-    local = {f.path: st.get_file(f.path, local_dir / f"{i:05d}{Path(f.path).suffix.lower()}")
-             for i, f in enumerate(files)}
-    templates, template_paths = download_templates(st, files, local_dir) if detector.needs_template else ({}, {})
-    inspected, plotted, errors = [], [], []
-    inferring = Progress("inferring boards", len(local), log)
-    for path, image, dets, error in run_batch(detector, local, templates=templates):
-        inferring.step()
-        if error:
-            error = error.replace(str(local[path]), path)
-            errors.append(error.replace(str(templates[path]), template_paths[path]) if path in templates else error)
-            continue
-        inspected.append(InspectedImage(path, image.shape[1], image.shape[0], dets, timestamp=landed[path]))
-        plot = draw_detections(image, dets)
-        save_plot(st, plot_path(path), plot, local_dir)
-        if len(plotted) < 4:
-            plotted.append(plot)
-    return {**rows_for(log, wh, champion, batch_id, inspected),
-            "errors": errors, "plotted": plotted, "backend": detector.backend, "input_mode": detector.input_mode,
-            "templates": template_paths}
-
-
-def infer_remote(log, inf, st, wh, champion, files, batch_id: str, confidence: float, input_mode: str,
-                  local_dir: Path) -> dict:
-    """infer's result with the champion run by the registry (`inf`: a run_batch job or a service reading the images,
-    and templates, from the stage). Only the first few inspected boards are fetched, to draw the preview."""
-    from pcb_pipeline.backends.snowflake.inference import inspected_images
-    from pcb_pipeline.vision.detector import draw_detections
-
-    predicted = inf.predict(champion, [f.path for f in files], batch_id, confidence)
-    inspected, errors = inspected_images(predicted, {f.path: f.last_modified for f in files})
-    answered = set(predicted["IMAGE_PATH"])
-    errors += [f"{f.path}: no row returned by {inf.backend}" for f in files if f.path not in answered]
-    plotted = []
-    for i, im in enumerate(inspected[:4]):  # the preview's boards only, not the batch
-        local = st.get_file(im.image_path, local_dir / f"{i:05d}{Path(im.image_path).suffix.lower()}")
-        plotted.append(draw_detections(read_image(local), im.detections))
-    return {**rows_for(log, wh, champion, batch_id, inspected),
-            "errors": errors, "plotted": plotted, "backend": inf.backend, "input_mode": input_mode, "templates": {}}
-
-
-def rows_for(log, wh, champion, batch_id: str, inspected: list) -> dict:
-    """DEFECT_LOGS and BOARD_INSPECTIONS rows of the inspected images (nothing written yet)."""
-    lines = retry_on_lock(wh.query, "SELECT board_id, factory_line_id FROM PCB_METADATA", log=log)
-    factory_lines = dict(zip(lines["board_id"], lines["factory_line_id"]))
-    model_version = f"{champion.name}/{champion.version}"
-    # one build_rows per batch: per image it cost ~1.3 ms of pandas (bench/RESULTS.md, "asset style")
-    logs, inspections = build_rows(batch_id, inspected, factory_lines, model_version, champion.run_id,
-                                   datetime.now(timezone.utc))
-    return {"logs": logs, "inspections": inspections, "model_version": model_version}
-
-
-def store(log, wh, batch_id: str, out: dict) -> None:
-    """Replace the batch's rows in both tables in one transaction (never detections without their board rows);
-    waits (with backoff) while another process holds the warehouse."""
-    retry_on_lock(wh.replace_batch, "batch_id", batch_id, {"DEFECT_LOGS": out["logs"],
-                                                           "BOARD_INSPECTIONS": out["inspections"]},
-                  log=log)
-
-
-def per_class_detections(logs: pd.DataFrame) -> dict:
-    return {k: int(v) for k, v in logs["detected_class"].value_counts().items()} if len(logs) else {}
-
-
-def save_plot(st, stage_target: str, plot, local_dir: Path) -> None:
-    import cv2
-
-    f = local_dir / f"plot_{Path(stage_target).name}"
-    cv2.imwrite(str(f), plot)
-    st.put_file(f, stage_target)
+# ------------------------------------------------------------------------------------------------------ metadata
+def detections_metadata(out: BatchOutcome) -> dict:
+    """What both inference assets report about the detections and the model that made them."""
+    return {"detections": len(out.logs),
+            "detections_per_class": dg.MetadataValue.json(out.detections_per_class()),
+            "model_version": out.model_version,
+            "model_input": out.input_mode}
