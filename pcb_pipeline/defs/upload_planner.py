@@ -9,8 +9,10 @@ Each tick walks the files under the stage's `uploads/` folder in (last_modified,
 - still being written: a temporary name (`.part`, `.tmp`, `.crdownload`, a leading dot ...), modified less than
   `settle_s` ago, or (younger than `stable_s`) not yet seen with the same size and last_modified on two ticks:
   skipped and reported, looked at again next tick;
-- zero-byte, not an image (by suffix or by content signature), too large, a symbolic link, or a name that cannot
-  be a partition key: skipped and reported once (remembered in the cursor until the file changes);
+- zero-byte, not an image (by suffix or by content signature), too large, a symbolic link, a name that cannot be a
+  partition key, or content the inference's decoder cannot read (a truncated image: a non-atomic writer that paused
+  longer than `stable_s`, an interrupted copy): skipped and reported once (remembered in the cursor until the file
+  changes, so a writer that finishes is looked at again);
 - otherwise the content is hashed (md5). The run key is `<path>@<md5>`: a run key that already ran (any earlier tick,
   any cursor, after a restart or a cursor reset) is never requested again, and Dagster itself refuses a second run with
   the same key. Content that already ran under another name is reported as a duplicate and not inferred twice. New
@@ -45,7 +47,7 @@ from typing import Callable, Iterable, Mapping, Protocol
 
 from pcb_pipeline.backends.local import StagePathError
 from pcb_pipeline.core.deeppcb import is_template_name, listed_template
-from pcb_pipeline.core.images import IMAGE_SUFFIXES
+from pcb_pipeline.core.images import IMAGE_SUFFIXES, read_image_bytes
 from pcb_pipeline.core.stage_layout import MAX_UPLOAD_BYTES, UPLOAD_PREFIX
 from pcb_pipeline.defs.assets import partition_stage_path
 from pcb_pipeline.settings import SettingError, env_number
@@ -286,11 +288,16 @@ def listing_verdict(upload: ListedUpload) -> Verdict | None:
 
 
 def content_verdict(upload: ListedUpload, data: bytes) -> Verdict | None:
-    """What the bytes show: not all there yet, or not an image format."""
+    """What the bytes show: not all there yet, not an image format, or nothing the inference's decoder can read."""
     if len(data) != upload.size:
         return waiting(f"still being written (listed {upload.size} bytes, read {len(data)})")
     if not image_signature_ok(data[:16]):
         return rejected("not an image: the content is not JPEG, PNG, BMP, TIFF or WebP")
+    try:
+        read_image_bytes(data, upload.name)  # a truncated image starts like a good one: only decoding tells
+    except Exception as e:  # noqa: BLE001 - whatever the decoder refuses, the inference would fail on
+        return rejected(f"the inference cannot decode it ({e}); if it is still being written, it is looked at "
+                        "again once it changes")
     return None
 
 

@@ -134,6 +134,25 @@ def test_files_still_being_written_wait_and_run_once_complete(world, instance):
     assert len(d.launched) == 1
 
 
+def test_a_non_atomic_writer_that_pauses_runs_once_with_the_whole_file(world, instance):
+    """Half a JPEG, unchanged for longer than stable_s (a writer that paused, a tick that came late), is not run:
+    the finished file is, once (bench/sensor_stress.py once launched 1004 runs for 1000 uploads this way)."""
+    import hashlib
+
+    d = Daemon(instance, world.stage_root, SETTLED)
+    whole = support.jpeg_bytes(9)
+    target = world.stage_root / "uploads" / "paused.jpg"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(whole[: len(whole) // 2])
+    os.utime(target, (OLD, OLD))
+    new, data = d.tick()
+    assert new == [] and "uploads/paused.jpg: the inference cannot decode it" in data.skip_message
+    with open(target, "ab") as fh:  # the writer resumes and finishes
+        fh.write(whole[len(whole) // 2:])
+    assert [r.run_key for r in d.tick()[0]] == [f"paused.jpg@{hashlib.md5(whole).hexdigest()}"]
+    assert d.tick()[0] == [] and len(d.launched) == 1
+
+
 def test_bad_files_are_skipped_reported_once_and_never_crash(world, instance):
     d = Daemon(instance, world.stage_root, SETTLED)
     world.upload("empty.jpg", b"", OLD)

@@ -2,6 +2,7 @@
 instance, no stage directory). The sensor around it is tested in test_automation_sensor.py."""
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime, timezone
 
 import pytest
@@ -72,6 +73,29 @@ def tick(stage: MemoryStage, history: MemoryHistory, cursor: UploadCursor, now: 
     plan = plan_uploads(stage.listing(), cursor, now, s, history, stage.read)
     history.launch(plan)
     return plan
+
+
+def md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
+
+
+def test_a_truncated_image_that_looks_settled_is_not_run_until_the_writer_finishes():
+    """The flake of test_stress_1000_uploads_in_bursts_with_restarts (1004 runs for 1000 uploads): a non-atomic
+    writer's first half, unchanged for longer than stable_s when a tick first lists it (the writer paused, or a loaded
+    machine ticked late), passed every check (its JPEG header is there) and ran; the finished file ran again."""
+    s = UploadSensorSettings()  # settle 2 s, stable 30 s
+    stage, history = MemoryStage(), MemoryHistory()
+    whole = support.jpeg_bytes(1)
+    stage.put("slow.jpg", whole[: len(whole) // 2], NOW - 60)
+    first = tick(stage, history, UploadCursor(), NOW, s)
+    assert first.requests == []
+    assert [(r.path, r.status) for r in first.reports] == [("uploads/slow.jpg", "rejected")]
+    assert "cannot decode" in first.reports[0].reason
+    assert tick(stage, history, first.cursor, NOW + 1, s).reports == [], "reported once, until the file changes"
+    stage.put("slow.jpg", whole, NOW + 10)  # the writer finishes
+    done = tick(stage, history, first.cursor, NOW + 50, s)
+    assert [r.run_key for r in history.runs] == [f"slow.jpg@{md5(whole)}"]
+    assert tick(stage, history, done.cursor, NOW + 51, s).requests == []
 
 
 def test_each_filtered_upload_is_reported_not_silently_skipped():
