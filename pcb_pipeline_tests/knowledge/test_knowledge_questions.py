@@ -1,13 +1,18 @@
 """Plain-English question -> Snowflake SQL driven by the semantic model, run through the Warehouse."""
 from __future__ import annotations
 
+import copy
+import datetime
+
 import pytest
 import sqlglot
+import yaml
 
 from knowledge_golden import GOLDEN_QUERY, GOLDEN_QUESTION
 from pcb_pipeline.knowledge.api import ask_data
 from pcb_pipeline.knowledge.evaluation import frame_multiset, rows_multiset
 from pcb_pipeline.knowledge.questions import CannotAnswer, DataQuestionEngine, LocalDataAnalyst, plan_to_sql
+from pcb_pipeline.knowledge.semantic_model import parse_semantic_model
 
 
 @pytest.fixture(scope="module")
@@ -129,3 +134,91 @@ def test_board_id_filter_and_stray_numbers(engine, model, warehouse):
     # "defects on boards" is the defect count, not a board measure
     assert plan_to_sql(engine.plan("how many defects were found on the boards last week"), model).startswith(
         "SELECT COUNT(*) AS defect_count FROM DEFECT_LOGS")
+
+
+# ------------------------------------------------------------------ the sqlglot engine (issue #16): paraphrases
+@pytest.fixture(scope="module")
+def dated_engine(model):
+    """An engine whose today is fixed, so named periods have known dates."""
+    return DataQuestionEngine(model, today=lambda: datetime.date(2026, 12, 4))
+
+
+@pytest.mark.parametrize("question, lower, upper", [
+    ("defects in March 2025", "CAST('2025-03-01' AS DATE)", "CAST('2025-04-01' AS DATE)"),
+    ("defects in march", "CAST('2026-03-01' AS DATE)", "CAST('2026-04-01' AS DATE)"),  # the latest March begun
+    ("defects in Q3", "CAST('2026-07-01' AS DATE)", "CAST('2026-10-01' AS DATE)"),
+    ("defects in the fourth quarter of 2025", "CAST('2025-10-01' AS DATE)", "CAST('2026-01-01' AS DATE)"),
+    ("defects since Monday", "CAST('2026-11-30' AS DATE)", None),  # 2026-12-04 is a Friday
+    ("how many defects during 2025", "CAST('2025-01-01' AS DATE)", "CAST('2026-01-01' AS DATE)"),
+    ("defects in the last fortnight", "DATEADD(DAY, -14, CURRENT_DATE)", None),
+    ("defects over the past two fortnights", "DATEADD(DAY, -28, CURRENT_DATE)", None),
+    ("defects last quarter", "DATEADD(QUARTER, -1, DATE_TRUNC('QUARTER', CURRENT_DATE))",
+     "DATE_TRUNC('QUARTER', CURRENT_DATE)"),
+    ("defects this quarter", "DATE_TRUNC('QUARTER', CURRENT_DATE)", None),
+])
+def test_time_phrases(dated_engine, model, question, lower, upper):
+    sql = plan_to_sql(dated_engine.plan(question), model)
+    assert f"timestamp >= {lower}" in sql, sql
+    assert (f"timestamp < {upper}" in sql) if upper else ("timestamp <" not in sql), sql
+
+
+def test_may_is_a_month_only_where_a_month_can_stand(dated_engine, model):
+    assert "2026-05-01" in plan_to_sql(dated_engine.plan("defects in May"), model)
+    with pytest.raises(CannotAnswer, match="'may'"):
+        dated_engine.plan("may the defects be counted")
+
+
+@pytest.mark.parametrize("question, reference", [
+    ("boards built per line", "SELECT factory_line_id, COUNT(*) FROM PCB_METADATA GROUP BY 1"),
+    ("boards manufactured per factory line", "SELECT factory_line_id, COUNT(*) FROM PCB_METADATA GROUP BY 1"),
+    ("percentage of boards that passed", "SELECT ROUND(100.0 * COUNT_IF(defect_count = 0) / COUNT(*), 2) "
+                                         "FROM BOARD_INSPECTIONS"),
+    ("What proportion of boards were scrapped on the Shenzhen line?",
+     "SELECT ROUND(100.0 * COUNT_IF(defect_count > 6) / COUNT(*), 2) FROM BOARD_INSPECTIONS "
+     "WHERE factory_line_id = 'SHENZHEN'"),
+    ("share of defects with low confidence by line",
+     "SELECT factory_line_id, ROUND(100.0 * COUNT_IF(confidence_score < 0.5) / COUNT(*), 2) FROM DEFECT_LOGS "
+     "GROUP BY 1"),
+    ("percentage of boards with more than 3 defects",
+     "SELECT ROUND(100.0 * COUNT_IF(defect_count > 3) / COUNT(*), 2) FROM BOARD_INSPECTIONS"),
+    ("max confidence by line", "SELECT factory_line_id, MAX(confidence_score) FROM DEFECT_LOGS GROUP BY 1"),
+])
+def test_paraphrases_give_the_reference_rows(warehouse, question, reference):
+    out = ask_data(question, warehouse)
+    assert out["answered"], out["interpretation"]
+    assert rows_multiset(out["rows"]) == frame_multiset(warehouse.query(reference)), out["sql"]
+
+
+def test_a_ratio_of_what_is_not_a_row_count_is_refused(engine):
+    with pytest.raises(CannotAnswer):
+        engine.plan("percentage of confidence that passed")
+
+
+def test_a_refusal_offers_the_closest_names(warehouse):
+    out = ask_data("defects by prodcut type", warehouse)
+    assert not out["answered"] and "Did you mean product_type" in out["interpretation"]
+
+
+def test_the_yaml_is_the_vocabulary(model):
+    """A value alias added to the model's local_vocabulary is understood; without it the word is refused."""
+    raw = copy.deepcopy(model.raw)
+    raw["local_vocabulary"]["value_aliases"]["defect_type"]["mousebite"].append("nibble")
+    extended = DataQuestionEngine(parse_semantic_model(raw))
+    assert "detected_class = 'mousebite'" in plan_to_sql(extended.plan("how many nibble defects"), model)
+    with pytest.raises(CannotAnswer, match="nibble"):
+        DataQuestionEngine(model).plan("how many nibble defects")
+
+
+def test_cortex_analyst_reads_the_specification_only(model):
+    spec = yaml.safe_load(model.to_yaml())
+    assert "local_vocabulary" not in spec and "local_vocabulary" in model.raw
+    assert parse_semantic_model(spec).vocabulary.value_aliases == {}
+
+
+def test_values_are_literals_of_the_tree_in_every_dialect(engine, model):
+    plan = engine.plan("how many defects on the Shanghai line")
+    plan.filters[0].values[:] = ["O'Neil \\ x"]
+    for dialect in ("snowflake", "duckdb"):
+        tree = sqlglot.parse_one(plan_to_sql(plan, model, dialect=dialect), read=dialect)
+        literal = tree.find(sqlglot.exp.EQ).expression
+        assert literal.is_string and literal.this == "O'Neil \\ x", dialect

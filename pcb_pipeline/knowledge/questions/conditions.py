@@ -97,10 +97,17 @@ class PhraseReader:
 
     @staticmethod
     def ratio_clause(text: str) -> tuple[RatioClause | None, str]:
-        """'percentage of boards that passed on line X' -> (boards, passed) and the text without the clause."""
-        m = re.search(rf"\b(?:{RATIO_WORDS})\s+of\s+(?:the\s+|all\s+)?([a-z]+)\s+(?:(?:{RATIO_CLAUSE_MARKERS})\s+)+"
-                      rf"(.+?)(?=\s+(?:{CLAUSE_END})\b|\s*[?.!]|\s*$)", text)
+        """'percentage of boards that passed on line X' -> (boards, passed) and the question with the clause
+        replaced by a count of the population ('how many boards on line X')."""
+        m = re.search(rf"\b(?:{RATIO_WORDS})\s+of\s+(?:the\s+|all\s+)?([a-z]+)\b", text)
         if not m:
             return None, text
-        rest = text[: m.start()] + f" how many {m.group(1)} " + text[m.end():]
-        return RatioClause(m.group(1), m.group(2).strip()), rest
+        after = text[m.end():]
+        marker = re.search(rf"\b(?:{RATIO_CLAUSE_MARKERS})\s+(?:(?:{RATIO_CLAUSE_MARKERS})\s+)*", after)
+        start = marker.end() if marker else len(after) - len(after.lstrip())
+        clause = re.match(rf"(?!(?:{CLAUSE_END})\b)(.+?)(?=\s+(?:{CLAUSE_END})\b|\s*[?.!]|\s*$)", after[start:])
+        if not clause:
+            return None, text
+        between = after[:marker.start()] if marker else ""
+        rest = text[: m.start()] + f" how many {m.group(1)} {between} " + after[start + clause.end():]
+        return RatioClause(m.group(1), clause.group(1).strip()), rest

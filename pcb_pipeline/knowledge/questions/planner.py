@@ -164,7 +164,10 @@ class DataQuestionEngine:
         r = Reading(q, raw, toks, spans, window, time_grain, numeric, ranking, identifiers, [False] * len(toks))
         for s in spans:
             r.mark(s.start, s.end)
+        fact_starts = {s.start for s in spans if s.entry.kind == "fact"}
         for i, word in enumerate(raw):
+            if word in AGGREGATES and fact_starts & set(range(i + 1, i + 4)):
+                continue  # "max confidence": an aggregate of the fact, not a ranking
             if not r.used[i] and word in DESCENDING | ASCENDING:
                 r.superlative = "desc" if word in DESCENDING else "asc"
                 r.used[i] = True
@@ -268,10 +271,20 @@ class DataQuestionEngine:
         implied += [(s.entry.payload[0], False) for s in r.spans_of("filter")]
         implied += [(c.fact[0], False) for c in r.numeric]
         counting = r.ranking or re.search(r"\b(how many|number|count|breakdown|distribution)\b", r.question)
-        if counting:  # "top 3 defect types": the dimension's rows are counted
-            implied = [(t, True) for t, _ in implied] + [(s.entry.payload[0], True) for s in r.spans_of("dim")]
+        if counting:
+            implied = [(t, True) for t, _ in implied]
+        # "top 3 defect types", "defect types this month": the rows the dimension's words name are counted
+        implied += [(s.entry.payload[0], True) for s in r.spans_of("dim")
+                    if counting or set(s.entry.tokens) & self._row_nouns(s.entry.payload[0])]
         main = [(next(iter(self.model.tables)), True)] if counting else []  # the first table: the main fact
         return named + implied + main
+
+    def _row_nouns(self, table: str) -> set[str]:
+        """One-word names of a table's rows: its synonyms and those of its row count ("defects", "detections")."""
+        t = self.model.tables[table]
+        count = self._count_metric(t)
+        names = [*t.synonyms, *(t.metrics[count.name].synonyms if count else [])]
+        return {p[0] for p in map(phrase_tokens, names) if len(p) == 1}
 
     @staticmethod
     def _count_metric(t: LogicalTable) -> Measure | None:
@@ -286,7 +299,7 @@ class DataQuestionEngine:
         unknown = [w for i, w in enumerate(r.raw) if not r.used[i] and w not in FILLER and r.toks[i] not in FILLER]
         if not unknown:
             return
-        near = self._values_near(unknown, r) or self._did_you_mean(unknown) or self.vocabulary_hint()
+        near = self._did_you_mean(unknown) or self._values_near(unknown, r) or self.vocabulary_hint()
         raise self.refuse(f"I can't map {', '.join(repr(u) for u in unknown)} to the defect data model. {near}")
 
     def _values_near(self, unknown: list[str], r: Reading) -> str:
@@ -438,13 +451,15 @@ class DataQuestionEngine:
     def _ratio_plan(self, ratio: RatioClause, rest: str) -> Plan:
         """'percentage of boards that passed on line X': the population's count, and the clause it counts."""
         plan = self._plan(rest)
-        clause = self._plan(f" how many {ratio.population} {ratio.clause} ")
+        # the clause before its noun, so that the clause's own words lead ("how many scrapped boards")
+        clause = self._plan(f" how many {ratio.clause} {ratio.population} ")
         whole = plan.measures[0]
         if len(plan.measures) > 1 or whole.expr is None or whole.expr.sql().upper() != "COUNT(*)":
             raise self.refuse(f"A percentage counts rows; '{ratio.population}' is not a count of rows.")
         if clause.base.name != plan.base.name or clause.dimensions or clause.grain or clause.window:
             raise self.refuse(f"'{ratio.clause}' cannot be counted among {ratio.population}.")
-        numerator = tuple(_value_condition(f) for f in clause.filters) + tuple(clause.conditions)
+        numerator = tuple(_value_condition(f) for f in clause.filters) + tuple(clause.conditions) + \
+            tuple(c for m in clause.measures for c in _counted_condition(m))
         if not numerator:
             raise self.refuse(f"I don't know which {ratio.population} '{ratio.clause}' means. "
                               + self.vocabulary_hint())
@@ -456,6 +471,13 @@ class DataQuestionEngine:
 def _compare(op: str, left: exp.Expression, right: exp.Expression) -> exp.Expression:
     node = {"<": exp.LT, "<=": exp.LTE, ">": exp.GT, ">=": exp.GTE, "=": exp.EQ}[op]
     return node(this=left, expression=right)
+
+
+def _counted_condition(m: Measure) -> list[Condition]:
+    """The condition a metric counts, when it counts one (`COUNT_IF(defect_count > 6)` in the scrap rate)."""
+    counted = list(m.expr.find_all(exp.CountIf)) if m.expr is not None else []
+    return [Condition(m.table, counted[0].this.copy(), f"{m.name} counts {counted[0].this.sql('snowflake')}")] \
+        if len(counted) == 1 else []
 
 
 def _value_condition(f: ValueFilter) -> Condition:
