@@ -49,7 +49,7 @@ from pcb_pipeline.backends.local import StagePathError
 from pcb_pipeline.core.deeppcb import is_template_name, listed_template
 from pcb_pipeline.core.images import IMAGE_SUFFIXES, read_image_bytes
 from pcb_pipeline.core.stage_layout import MAX_UPLOAD_BYTES, UPLOAD_PREFIX
-from pcb_pipeline.defs.assets import partition_stage_path
+from pcb_pipeline.defs.inference import partition_stage_path
 from pcb_pipeline.settings import SettingError, env_number
 
 TEMP_SUFFIXES = (".part", ".partial", ".tmp", ".temp", ".crdownload", ".filepart", ".download", ".upload", "~",
