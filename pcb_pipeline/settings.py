@@ -70,6 +70,11 @@ class Paths:
         return self.home / "ultralytics"
 
     @property
+    def sop_index(self) -> Path:
+        """The local manual search's saved index (the sop_search_service asset writes it)."""
+        return self.home / "knowledge" / "sop_index"
+
+    @property
     def work(self) -> Path:
         """Scratch space (downloaded weights, dataset builds); safe to delete."""
         return self.home / "work"
@@ -80,9 +85,11 @@ class SettingError(ValueError):
 
 
 def env_number(env: Mapping[str, str], name: str, default: float, *, cast: type = float,
-               minimum: float | None = None, exclusive: bool = False, unit: str = "a number") -> float:
+               minimum: float | None = None, exclusive: bool = False, maximum: float | None = None,
+               unit: str = "a number") -> float:
     """The one parser for numeric settings: blank means `default`; anything else must parse and respect `minimum`
-    (`exclusive` makes the minimum itself invalid). Raises SettingError naming the variable and its value."""
+    (`exclusive` makes the minimum itself invalid) and `maximum` (inclusive); NaN never passes. Raises SettingError
+    naming the variable and its value."""
     raw = (env.get(name) or "").strip()
     if not raw:
         return default
@@ -90,25 +97,41 @@ def env_number(env: Mapping[str, str], name: str, default: float, *, cast: type 
         value = cast(raw)
     except ValueError:
         raise SettingError(f"{name}={raw!r} must be {unit}") from None
+    if value != value:  # NaN
+        raise SettingError(f"{name}={raw!r} must be {unit}")
     if minimum is not None and (value <= minimum if exclusive else value < minimum):
         bound = f"> {minimum}" if exclusive else f">= {minimum}"
         raise SettingError(f"{name}={raw!r} must be {bound}")
+    if maximum is not None and value > maximum:
+        raise SettingError(f"{name}={raw!r} must be <= {maximum}")
     return value
 
 
-def pcb_home() -> Path:
-    return Path(os.environ.get("PCB_HOME", DEFAULT_HOME)).expanduser().resolve()
+def min_map50(env: Mapping[str, str]) -> float:
+    """PCB_MIN_MAP50: the registry's promotion threshold, an mAP50 in [0, 1] (default 0.5), on either backend."""
+    return env_number(env, "PCB_MIN_MAP50", 0.5, minimum=0.0, maximum=1.0, unit="a number in [0, 1]")
 
 
-def paths() -> Paths:
-    return Paths(pcb_home())
+def pcb_home(env: Mapping[str, str] | None = None) -> Path:
+    """PCB_HOME (blank: the default home) from `env` (default: the process environment)."""
+    env = os.environ if env is None else env
+    return Path(env.get("PCB_HOME") or DEFAULT_HOME).expanduser().resolve()
+
+
+def paths(env: Mapping[str, str] | None = None) -> Paths:
+    return Paths(pcb_home(env))
 
 
 def configure(home: Path | None = None) -> Paths:
     """Create the local state folders and set every offline switch. Idempotent; returns the paths."""
     if home is not None:
         os.environ["PCB_HOME"] = str(Path(home).resolve())
-    p = paths()
+    return prepare(paths())
+
+
+def prepare(p: Paths) -> Paths:
+    """`configure` for paths already read (PipelineSettings.paths): the folders, the offline switches, and the
+    Dagster / Ultralytics / MLflow homes where the environment names none. Idempotent; returns `p`."""
     for k, v in OFFLINE_ENV.items():
         os.environ.setdefault(k, v)
     for d in (p.stage, p.mlflow_artifacts, p.dagster_home, p.work, p.yolo_config / "Ultralytics"):
