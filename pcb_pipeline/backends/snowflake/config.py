@@ -30,9 +30,10 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 from pcb_pipeline.backends.base import BackendConfigError
+from pcb_pipeline.settings import SettingError, env_number, min_map50
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
 ACCOUNT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -106,25 +107,26 @@ class SnowflakeSettings:
         return base
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SnowflakeConfigError(f"{name}={raw!r} must be an integer") from None
-    if value < minimum:
-        raise SnowflakeConfigError(f"{name}={value} must be >= {minimum}")
-    return value
+Get = Callable[[str], str]
 
 
 def from_env(env: Mapping[str, str] | None = None) -> SnowflakeSettings:
     """Read and validate every setting; raises SnowflakeConfigError naming the first offending variable(s)."""
     env = os.environ if env is None else env
-    get = lambda name: (env.get(name) or "").strip()  # noqa: E731
+    get: Get = lambda name: (env.get(name) or "").strip()  # noqa: E731
     token_file = get("PCB_SNOWFLAKE_TOKEN_FILE") or CONTAINER_TOKEN_FILE
     in_container = not any(get(n) for n in AUTH_VARS) and Path(token_file).is_file()
+    _check_context(get, in_container, token_file)
+    auth, authenticator = _credentials(get, in_container)
+    return SnowflakeSettings(
+        account=get("SNOWFLAKE_ACCOUNT"), user=get("SNOWFLAKE_USER"), role=get("SNOWFLAKE_ROLE"),
+        warehouse=get("SNOWFLAKE_WAREHOUSE"), database=get("SNOWFLAKE_DATABASE"), schema=get("SNOWFLAKE_SCHEMA"),
+        auth=auth, authenticator=authenticator, host=get("SNOWFLAKE_HOST") or None,
+        token_file=token_file if in_container else None, **_objects(env, get), **_numbers(env))
+
+
+def _check_context(get: Get, in_container: bool, token_file: str) -> None:
+    """The account and the context every statement runs in: present, and well formed."""
     missing = [name for name in (CONTAINER_REQUIRED if in_container else REQUIRED) if not get(name)]
     if missing:
         raise SnowflakeConfigError("PCB_BACKEND=snowflake needs these environment variables, which are not set: "
@@ -141,33 +143,47 @@ def from_env(env: Mapping[str, str] | None = None) -> SnowflakeSettings:
         if not IDENTIFIER.match(value):
             raise SnowflakeConfigError(f"{name}={value!r} is not a valid unquoted Snowflake identifier")
 
+
+def _credentials(get: Get, in_container: bool) -> tuple[str, str | None]:
+    """(auth, authenticator): which credentials are used, checked to fit together."""
     password, key_file, authenticator = (get(n) for n in AUTH_VARS)
     if password and key_file:
         raise SnowflakeConfigError("set only one of SNOWFLAKE_PASSWORD and SNOWFLAKE_PRIVATE_KEY_FILE, not both")
     if authenticator:
-        lower = authenticator.lower()
-        if lower not in AUTHENTICATORS and not lower.startswith("https://"):
-            raise SnowflakeConfigError(f"SNOWFLAKE_AUTHENTICATOR={authenticator!r} is not one of "
-                                       f"{sorted(AUTHENTICATORS)} or an https:// Okta URL")
-        if lower == "snowflake_jwt" and not key_file:
-            raise SnowflakeConfigError("SNOWFLAKE_AUTHENTICATOR=snowflake_jwt needs SNOWFLAKE_PRIVATE_KEY_FILE")
-        if lower in ("programmatic_access_token", "username_password_mfa") and not password:
-            raise SnowflakeConfigError(f"SNOWFLAKE_AUTHENTICATOR={lower} needs SNOWFLAKE_PASSWORD (the token or "
-                                       f"password)")
+        _check_authenticator(authenticator, password, key_file)
     if key_file:
-        path = Path(key_file).expanduser()
-        if not path.is_file():
-            raise SnowflakeConfigError(f"SNOWFLAKE_PRIVATE_KEY_FILE={key_file!r}: no such file")
-        head = path.read_bytes()[:64]
-        if b"PRIVATE KEY" not in head:
-            raise SnowflakeConfigError(f"SNOWFLAKE_PRIVATE_KEY_FILE={key_file!r} is not a PEM private key "
-                                       f"(expected '-----BEGIN ... PRIVATE KEY-----')")
+        _check_key_file(key_file)
     if not (password or key_file or authenticator or in_container):
         raise SnowflakeConfigError("no Snowflake credentials: set SNOWFLAKE_PASSWORD, SNOWFLAKE_PRIVATE_KEY_FILE "
                                    "(key pair) or SNOWFLAKE_AUTHENTICATOR")
     auth = ("password" if password else "private_key" if key_file else "authenticator" if authenticator
             else "container_token")
+    return auth, authenticator or None
 
+
+def _check_authenticator(authenticator: str, password: str, key_file: str) -> None:
+    lower = authenticator.lower()
+    if lower not in AUTHENTICATORS and not lower.startswith("https://"):
+        raise SnowflakeConfigError(f"SNOWFLAKE_AUTHENTICATOR={authenticator!r} is not one of "
+                                   f"{sorted(AUTHENTICATORS)} or an https:// Okta URL")
+    if lower == "snowflake_jwt" and not key_file:
+        raise SnowflakeConfigError("SNOWFLAKE_AUTHENTICATOR=snowflake_jwt needs SNOWFLAKE_PRIVATE_KEY_FILE")
+    if lower in ("programmatic_access_token", "username_password_mfa") and not password:
+        raise SnowflakeConfigError(f"SNOWFLAKE_AUTHENTICATOR={lower} needs SNOWFLAKE_PASSWORD (the token or "
+                                   f"password)")
+
+
+def _check_key_file(key_file: str) -> None:
+    path = Path(key_file).expanduser()
+    if not path.is_file():
+        raise SnowflakeConfigError(f"SNOWFLAKE_PRIVATE_KEY_FILE={key_file!r}: no such file")
+    if b"PRIVATE KEY" not in path.read_bytes()[:64]:
+        raise SnowflakeConfigError(f"SNOWFLAKE_PRIVATE_KEY_FILE={key_file!r} is not a PEM private key "
+                                   f"(expected '-----BEGIN ... PRIVATE KEY-----')")
+
+
+def _objects(env: Mapping[str, str], get: Get) -> dict:
+    """The pipeline's objects in the account (stages, pool, integrations, model) and how inference runs."""
     inference = get("PCB_SNOWFLAKE_INFERENCE").lower() or "local"
     if inference not in INFERENCE_MODES:
         raise SnowflakeConfigError(f"PCB_SNOWFLAKE_INFERENCE={inference!r} must be one of {INFERENCE_MODES}")
@@ -178,26 +194,21 @@ def from_env(env: Mapping[str, str] | None = None) -> SnowflakeSettings:
     cuda = get("PCB_SNOWFLAKE_CUDA_VERSION") or "12.4"
     if not re.match(r"^\d+\.\d+$", cuda):
         raise SnowflakeConfigError(f"PCB_SNOWFLAKE_CUDA_VERSION={cuda!r} must look like '12.4'")
-    raw_map = get("PCB_MIN_MAP50")
+    named = {field: check_identifier(get(variable) or default, variable)
+             for field, variable, default in (("stage", "PCB_SNOWFLAKE_STAGE", "MODEL_STAGE"),
+                                              ("job_stage", "PCB_SNOWFLAKE_JOB_STAGE", "ML_JOB_STAGE"),
+                                              ("compute_pool", "PCB_SNOWFLAKE_COMPUTE_POOL", "PCB_GPU_POOL"),
+                                              ("model_name", "PCB_SNOWFLAKE_MODEL_NAME", "PCB_DEFECT_DETECTOR"))}
+    return {**named, "external_access_integrations": eais, "cuda_version": cuda, "inference": inference}
+
+
+def _numbers(env: Mapping[str, str]) -> dict:
+    """The numeric settings, through the project's one parser; its SettingError becomes a SnowflakeConfigError."""
     try:
-        min_map50 = float(raw_map) if raw_map else 0.5
-    except ValueError:
-        raise SnowflakeConfigError(f"PCB_MIN_MAP50={raw_map!r} must be a number") from None
-    if not 0.0 <= min_map50 <= 1.0:
-        raise SnowflakeConfigError(f"PCB_MIN_MAP50={min_map50} must lie in [0, 1]")
-    return SnowflakeSettings(
-        account=account, user=get("SNOWFLAKE_USER"), role=get("SNOWFLAKE_ROLE"),
-        warehouse=get("SNOWFLAKE_WAREHOUSE"), database=get("SNOWFLAKE_DATABASE"), schema=get("SNOWFLAKE_SCHEMA"),
-        auth=auth, authenticator=authenticator or None,
-        stage=check_identifier(get("PCB_SNOWFLAKE_STAGE") or "MODEL_STAGE", "PCB_SNOWFLAKE_STAGE"),
-        job_stage=check_identifier(get("PCB_SNOWFLAKE_JOB_STAGE") or "ML_JOB_STAGE", "PCB_SNOWFLAKE_JOB_STAGE"),
-        compute_pool=check_identifier(get("PCB_SNOWFLAKE_COMPUTE_POOL") or "PCB_GPU_POOL",
-                                      "PCB_SNOWFLAKE_COMPUTE_POOL"),
-        external_access_integrations=eais,
-        target_instances=_int(env, "PCB_SNOWFLAKE_TARGET_INSTANCES", 1),
-        model_name=check_identifier(get("PCB_SNOWFLAKE_MODEL_NAME") or "PCB_DEFECT_DETECTOR",
-                                    "PCB_SNOWFLAKE_MODEL_NAME"),
-        cuda_version=cuda, inference=inference,
-        job_timeout_s=_int(env, "PCB_SNOWFLAKE_JOB_TIMEOUT_S", 14400, minimum=60),
-        min_map50=min_map50, host=get("SNOWFLAKE_HOST") or None, token_file=token_file if in_container else None,
-    )
+        return {"target_instances": env_number(env, "PCB_SNOWFLAKE_TARGET_INSTANCES", 1, cast=int, minimum=1,
+                                               unit="an integer"),
+                "job_timeout_s": env_number(env, "PCB_SNOWFLAKE_JOB_TIMEOUT_S", 14400, cast=int, minimum=60,
+                                            unit="an integer number of seconds"),
+                "min_map50": min_map50(env)}
+    except SettingError as e:
+        raise SnowflakeConfigError(str(e)) from None
