@@ -1,11 +1,11 @@
 """Executive Dashboard data logic, without Streamlit: KPI SQL (Snowflake dialect, run via the Warehouse interface),
 the defect Pareto, breakdowns, and the false-call figures against the legacy AOI baseline read from the stage.
 
-Definitions follow the semantic model (sql/semantic_model.yaml, rule DISP-1 of manual PCB-QA-100):
-  yield rate  = 100 * boards with no defect / boards inspected        (first-pass yield, BOARD_INSPECTIONS)
-  scrap rate  = 100 * boards with more than 6 defects / boards inspected
-  defects     = rows of DEFECT_LOGS (one row per detection)
-Every query is a single read-only SELECT with dates rendered from `datetime.date` values (no user text in SQL).
+Every figure is a metric of the semantic model (sql/semantic_model.yaml, rule DISP-1 of manual PCB-QA-100), taken
+from the model rather than restated here: yield rate = yield_rate_percentage, scrap rate = scrap_rate_percentage,
+boards = inspected_boards / passed_boards / scrapped_boards (BOARD_INSPECTIONS), defects = defect_count (DEFECT_LOGS).
+Every query is a single read-only SELECT built with sqlglot, with dates rendered from `datetime.date` values (no user
+text in SQL).
 """
 from __future__ import annotations
 
@@ -17,8 +17,16 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
+from sqlglot import exp
 
-SCRAP_DEFECT_LIMIT = 6  # DISP-1: more than six repairs is the house rework limit -> SCRAP
+from pcb_pipeline.knowledge.semantic_model import load_semantic_model
+
+INSPECTIONS, DEFECTS = "board_inspections", "defect_logs"  # logical tables of the semantic model
+# DISP-1: more than this many defects -> SCRAP; read from the model's scrapped_boards, COUNT_IF(defect_count > 6)
+SCRAP_DEFECT_LIMIT = int(load_semantic_model().metric_expr(INSPECTIONS, "scrapped_boards").find(exp.GT).expression.name)
+KPI_METRICS = {"boards_inspected": "inspected_boards", "boards_passed": "passed_boards",
+               "boards_scrapped": "scrapped_boards", "yield_rate_pct": "yield_rate_percentage",
+               "scrap_rate_pct": "scrap_rate_percentage"}
 
 # Breakdown dimensions: label -> SQL expression over BOARD_INSPECTIONS b LEFT JOIN PCB_METADATA m.
 DIMENSIONS: dict[str, str] = {
@@ -58,37 +66,44 @@ def date_bounds_sql() -> str:
     return "SELECT MIN(timestamp) AS first_ts, MAX(timestamp) AS last_ts, COUNT(*) AS n FROM BOARD_INSPECTIONS"
 
 
+def _metric(name: str, table: str = INSPECTIONS, alias: str | None = None) -> exp.Expression:
+    return load_semantic_model().metric_expr(table, name, alias)
+
+
+def _physical(table: str) -> str:
+    return load_semantic_model().tables[table].physical()
+
+
 def kpi_sql(rng: DateRange) -> str:
-    return (
-        "SELECT COUNT(*) AS boards_inspected, "
-        "COUNT_IF(defect_count = 0) AS boards_passed, "
-        f"COUNT_IF(defect_count > {SCRAP_DEFECT_LIMIT}) AS boards_scrapped, "
-        "ROUND(100.0 * COUNT_IF(defect_count = 0) / NULLIF(COUNT(*), 0), 2) AS yield_rate_pct, "
-        f"ROUND(100.0 * COUNT_IF(defect_count > {SCRAP_DEFECT_LIMIT}) / NULLIF(COUNT(*), 0), 2) AS scrap_rate_pct "
-        f"FROM BOARD_INSPECTIONS WHERE {rng.where('timestamp')}"
-    )
+    columns = [exp.alias_(_metric(metric), name) for name, metric in KPI_METRICS.items()]
+    return exp.select(*columns).from_(_physical(INSPECTIONS)).where(rng.where("timestamp")).sql(dialect="snowflake")
 
 
 def defects_found_sql(rng: DateRange) -> str:
-    return f"SELECT COUNT(*) AS defects_found FROM DEFECT_LOGS WHERE {rng.where('timestamp')}"
+    return exp.select(exp.alias_(_metric("defect_count", DEFECTS), "defects_found")).from_(_physical(DEFECTS)) \
+        .where(rng.where("timestamp")).sql(dialect="snowflake")
 
 
 def pareto_sql(rng: DateRange) -> str:
-    return (f"SELECT detected_class, COUNT(*) AS defects FROM DEFECT_LOGS WHERE {rng.where('timestamp')} "
-            "GROUP BY detected_class")
+    defect_type = _metric("defect_type", DEFECTS)
+    return exp.select(defect_type, exp.alias_(_metric("defect_count", DEFECTS), "defects")) \
+        .from_(_physical(DEFECTS)).where(rng.where("timestamp")).group_by(defect_type.copy()).sql(dialect="snowflake")
 
 
 def breakdown_sql(dimension: str, rng: DateRange) -> str:
     if dimension not in DIMENSIONS:
         raise ValueError(f"unknown breakdown {dimension!r}: choose one of {sorted(DIMENSIONS)}")
-    expr = DIMENSIONS[dimension]
-    return (
-        f"SELECT {expr} AS grp, COUNT(*) AS boards_inspected, COALESCE(SUM(b.defect_count), 0) AS defects_found, "
-        "ROUND(100.0 * COUNT_IF(b.defect_count = 0) / NULLIF(COUNT(*), 0), 2) AS yield_rate_pct, "
-        f"ROUND(100.0 * COUNT_IF(b.defect_count > {SCRAP_DEFECT_LIMIT}) / NULLIF(COUNT(*), 0), 2) AS scrap_rate_pct "
-        "FROM BOARD_INSPECTIONS b LEFT JOIN PCB_METADATA m ON b.board_id = m.board_id "
-        f"WHERE {rng.where('b.timestamp')} GROUP BY {expr} ORDER BY defects_found DESC, grp"
-    )
+    group = exp.maybe_parse(DIMENSIONS[dimension], dialect="snowflake")
+    defects = exp.func("COALESCE", exp.func("SUM", _metric("defects_on_board", alias="b")), exp.Literal.number(0))
+    columns = [exp.alias_(group, "grp"), exp.alias_(_metric("inspected_boards", alias="b"), "boards_inspected"),
+               exp.alias_(defects, "defects_found"),
+               exp.alias_(_metric("yield_rate_percentage", alias="b"), "yield_rate_pct"),
+               exp.alias_(_metric("scrap_rate_percentage", alias="b"), "scrap_rate_pct")]
+    metadata = exp.alias_(exp.to_table(_physical("pcb_metadata")), "m", table=True)
+    return exp.select(*columns).from_(exp.alias_(exp.to_table(_physical(INSPECTIONS)), "b", table=True)) \
+        .join(metadata, on="b.board_id = m.board_id", join_type="LEFT").where(rng.where("b.timestamp")) \
+        .group_by(group.copy()).order_by("defects_found DESC", exp.Ordered(this=exp.column("grp"), nulls_first=False)) \
+        .sql(dialect="snowflake")
 
 
 # ------------------------------------------------------------------------------------------------------ queries

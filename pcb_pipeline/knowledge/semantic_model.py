@@ -181,6 +181,16 @@ class SemanticModel:
                 return t.metrics[name]
         return None
 
+    def metric_expr(self, table: str, name: str, alias: str | None = None) -> exp.Expression:
+        """A metric (or fact, or dimension) of a logical table as an expression over its physical columns, each
+        column qualified with `alias` when given: how other code reuses the model's definitions instead of
+        restating them."""
+        t = self.tables[table]
+        item = t.metrics.get(name) or t.columns.get(name)
+        if item is None:
+            raise SemanticModelError(f"table {table!r} has no metric, fact or dimension {name!r}")
+        return qualify_columns(item.parsed(), alias)
+
     def to_yaml(self) -> str:
         """The specification's YAML (with any database/schema override applied) for Cortex Analyst: the request body
         and the stage file; the local engine's vocabulary section is left out."""
