@@ -15,7 +15,7 @@ from pcb_pipeline.core.images import read_image
 from pcb_pipeline.core.reference import TEST_ONLY, check_input_mode
 from pcb_pipeline.core.stage_layout import DATASET_PREFIX, HELDOUT_PREFIX, RAW_PREFIX
 from pcb_pipeline.defs import candidate, inference, landing
-from pcb_pipeline.defs.inference import partition_stage_path  # noqa: F401 - upload_planner, quality_checks import it
+from pcb_pipeline.defs.inference import partition_stage_path  # noqa: F401 - quality_checks imports it here
 from pcb_pipeline.defs.preview import preview_markdown
 from pcb_pipeline.defs.scratch import scratch_dir
 from pcb_pipeline.defs.resources import RegistryResource, StageResource, TrainingResource, WarehouseResource
