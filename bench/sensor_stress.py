@@ -59,8 +59,6 @@ def run_stress(workdir: Path, uploads: int = 1000, seed: int = 0, settle_s: floa
 
     settings.configure(Path(os.environ.get("PCB_HOME") or workdir / "home"))
     import dagster as dg
-    from dagster._core.definitions.partitions.context import partition_loading_context
-    from dagster._core.test_utils import create_run_for_test
 
     from pcb_pipeline.backends.local import LocalStage
     from pcb_pipeline.defs.resources import RegistryResource, StageResource, WarehouseResource
@@ -136,8 +134,7 @@ def run_stress(workdir: Path, uploads: int = 1000, seed: int = 0, settle_s: floa
             ctx = dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources,
                                           sensor_name=UPLOAD_SENSOR_NAME, repository_def=repo,
                                           instance_ref=instance.get_ref())
-            with partition_loading_context(dynamic_partitions_store=instance):  # as the daemon evaluates
-                data = sensor.evaluate_tick(ctx)
+            data = sensor.evaluate_tick(ctx)  # resolves partitions through the context's instance
             stats["eval_s"].append(time.perf_counter() - t0)
             for req in data.dynamic_partitions_requests or []:
                 instance.add_dynamic_partitions(req.partitions_def_name, list(req.partition_keys))
@@ -146,9 +143,9 @@ def run_stress(workdir: Path, uploads: int = 1000, seed: int = 0, settle_s: floa
                 if instance.get_runs(filters=dg.RunsFilter(tags={RUN_KEY_TAG: rr.run_key})):
                     reemitted += 1  # the daemon skips it: a run with this key exists
                     continue
-                create_run_for_test(instance, job_name="upload_inference_job",
-                                    tags={**rr.tags, RUN_KEY_TAG: rr.run_key, PARTITION_TAG: rr.partition_key,
-                                          "dagster/sensor_name": UPLOAD_SENSOR_NAME})
+                instance.add_run(dg.DagsterRun(job_name="upload_inference_job",
+                                               tags={**rr.tags, RUN_KEY_TAG: rr.run_key, PARTITION_TAG: rr.partition_key,
+                                                     "dagster/sensor_name": UPLOAD_SENSOR_NAME}))
                 launched.append(rr.run_key)
                 launched_at.setdefault(rr.run_key, time.time())
                 launched_md5.setdefault(rr.tags[CONTENT_TAG], []).append(rr.run_key)

@@ -81,13 +81,11 @@ def world(tmp_path_factory, instance):
     res = dg.materialize([upload_defect_logs], partition_key="board.jpg", resources=w.resources(),
                          instance=instance, run_config=TINY)
     assert res.success
-    from dagster._core.test_utils import create_run_for_test
-
     import hashlib
 
     md5 = hashlib.md5(support.jpeg_bytes(1, 160)).hexdigest()  # as if the sensor had launched that run
-    create_run_for_test(instance, job_name="upload_inference_job",
-                        tags={RUN_KEY_TAG: f"board.jpg@{md5}", CONTENT_TAG: md5, PATH_TAG: "uploads/board.jpg"})
+    instance.add_run(dg.DagsterRun(job_name="upload_inference_job",
+                                   tags={RUN_KEY_TAG: f"board.jpg@{md5}", CONTENT_TAG: md5, PATH_TAG: "uploads/board.jpg"}))
     assert len(w.warehouse().query("SELECT * FROM DEFECT_LOGS")) > 0
     yield w
     support.restore_session_mlflow()
@@ -374,7 +372,7 @@ def test_app_upload_name_cannot_traverse(world):
 # --------------------------------------------------------------------------------------------------- inference
 def test_truncated_new_version_of_an_upload_fails_and_keeps_its_earlier_rows(world, instance):
     good = support.jpeg_bytes(1, 160)
-    world.upload("board.jpg", good[: len(good) // 2])  # passes the sensor's signature check, cannot be decoded
+    world.upload("board.jpg", good[: len(good) // 2])  # the sensor rejects it; a run asked for by hand must fail
     try:
         with nothing_changes(world), pytest.raises(StepFailed, match=r"unreadable upload: uploads/board.jpg: "
                                                                         r"corrupt or truncated image"):
