@@ -9,7 +9,7 @@ Variants, interleaved rep by rep (order rotated each rep) on the same images, ea
   then ``DuckDBWarehouse.replace_rows`` for DEFECT_LOGS and BOARD_INSPECTIONS. Wall time from the first file read to
   the committed rows;
 - ``pipeline_asset_style``: the same with ``build_rows`` called per image and the frames concatenated, as the
-  ``defect_logs`` asset (``defs/assets.py::_infer``) does today, minus plotting;
+  ``defect_logs`` asset (through ``vision/inference.py``) did when this bench was written, minus plotting;
 - ``naive``: ultralytics ``YOLO(best.pt).predict(path)`` per image and one ``INSERT`` per detection on one DuckDB
   connection with bound parameters (the kindest naive loop), torch at ``--naive-torch-threads``;
 - ``naive_warehouse_api`` (``--warehouse-api-naive``): the same loop writing each row through the project's

@@ -11,7 +11,7 @@ Modes (PCB_SNOWFLAKE_INFERENCE):
            `mv.run(X, function_name="predict", service_name=...)` with the image bytes in X.
   local    the asset's own path: champion weights downloaded, Detector in the Dagster process.
 Both remote modes return predict()'s rows. `inspected_images` is the one conversion of those rows into
-`InspectedImage`s (+ the rows' ERRORs); the `defect_logs` asset (pcb_pipeline.defs.assets, when
+`InspectedImage`s (+ the rows' ERRORs); the `defect_logs` asset (pcb_pipeline.vision.inference, when
 `SnowflakeRegistryResource.batch_inference()` returns a RegistryInference) feeds them to the same `build_rows` and
 warehouse writes as its local path; `write_defect_logs` does the same outside Dagster (notebook, scripts). A re-run of
 a batch replaces it.
