@@ -7,35 +7,23 @@
 - DEFECT_LOGS checks on defect_logs (whole table) and on upload_defect_logs (the partition's batch): unique inference
   ids, confidence in [0, 1], boxes inside the image, valid classes. SQL is Snowflake dialect (both backends).
 
-Thresholds come from the environment: PCB_CHAMPION_MAX_AGE_HOURS (default 168), PCB_RETRAIN_MAX_AGE_HOURS (26),
+Thresholds come from the environment, read when a check runs (backends.factory.QualitySettings; a bad value fails the
+check naming the variable): PCB_CHAMPION_MAX_AGE_HOURS (default 168), PCB_RETRAIN_MAX_AGE_HOURS (26),
 PCB_LOGS_MAX_AGE_HOURS (24).
 """
 
-import os
 import time
 from datetime import datetime, timezone
 
 import dagster as dg
 
 from pcb_pipeline.core.classes import CLASS_NAMES
+from pcb_pipeline.backends.factory import QualitySettings
 from pcb_pipeline.backends.locks import retry_on_lock
 from pcb_pipeline.defs.assets import defect_logs, registered_model, upload_defect_logs
-from pcb_pipeline.defs.resources import RegistryResource, WarehouseResource
+from pcb_pipeline.defs.resources import RegistryProvider, WarehouseProvider
 
 PARTITION_TAG = "dagster/partition"
-
-
-def _hours_env(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"{name}={raw!r} must be a number of hours") from None
-    if value <= 0:
-        raise ValueError(f"{name}={raw!r} must be a positive number of hours")
-    return value
 
 
 # ------------------------------------------------------------------------------------------------ model gate
@@ -73,7 +61,7 @@ def gate_problems(champion, min_map50: float, latest: dict | None) -> list[str]:
 @dg.asset_check(asset=registered_model, blocking=True,
                 description="the champion exists, clears the mAP50 threshold, and no rejected candidate is champion "
                             "(blocks inference downstream in the same run)")
-def model_gate(context: dg.AssetCheckExecutionContext, registry: RegistryResource) -> dg.AssetCheckResult:
+def model_gate(context: dg.AssetCheckExecutionContext, registry: RegistryProvider) -> dg.AssetCheckResult:
     champion = registry.get().champion()
     latest = _latest_registration(context.instance)
     problems = gate_problems(champion, registry.min_map50, latest)
@@ -108,8 +96,8 @@ def champion_promoted_at(instance, reg, champion) -> float | None:
 @dg.asset_check(asset=registered_model, description="the champion was promoted within PCB_CHAMPION_MAX_AGE_HOURS "
                                                     "(default 7 days): an old champion means retraining keeps "
                                                     "failing or being rejected")
-def champion_fresh(context: dg.AssetCheckExecutionContext, registry: RegistryResource) -> dg.AssetCheckResult:
-    max_age = _hours_env("PCB_CHAMPION_MAX_AGE_HOURS", 168.0)
+def champion_fresh(context: dg.AssetCheckExecutionContext, registry: RegistryProvider) -> dg.AssetCheckResult:
+    max_age = QualitySettings.from_env().champion_max_age_hours
     reg = registry.get()
     champion = reg.champion()
     if champion is None:
@@ -127,7 +115,7 @@ def champion_fresh(context: dg.AssetCheckExecutionContext, registry: RegistryRes
 @dg.asset_check(asset=registered_model, description="registered_model was materialised within "
                                                     "PCB_RETRAIN_MAX_AGE_HOURS (default 26): the nightly retrain ran")
 def retrain_recent(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-    max_age = _hours_env("PCB_RETRAIN_MAX_AGE_HOURS", 26.0)
+    max_age = QualitySettings.from_env().retrain_max_age_hours
     latest = _latest_registration(context.instance)
     age = None if latest is None else (time.time() - latest["timestamp"]) / 3600
     return dg.AssetCheckResult(passed=age is not None and age <= max_age, severity=dg.AssetCheckSeverity.WARN,
@@ -138,8 +126,8 @@ def retrain_recent(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResul
 
 @dg.asset_check(asset=defect_logs, description="the newest inspection in BOARD_INSPECTIONS is younger than "
                                                "PCB_LOGS_MAX_AGE_HOURS (default 24)")
-def logs_fresh(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
-    max_age = _hours_env("PCB_LOGS_MAX_AGE_HOURS", 24.0)
+def logs_fresh(context: dg.AssetCheckExecutionContext, warehouse: WarehouseProvider) -> dg.AssetCheckResult:
+    max_age = QualitySettings.from_env().logs_max_age_hours
     wh = retry_on_lock(warehouse.get, log=context.log.info)
     newest = retry_on_lock(wh.query, "SELECT MAX(timestamp) AS newest, COUNT(*) AS n FROM BOARD_INSPECTIONS",
                            log=context.log.info)
@@ -200,7 +188,7 @@ def build_defect_log_checks(asset, per_partition: bool):
     specs = [dg.AssetCheckSpec(name, asset=asset, description=desc) for name, desc in DEFECT_LOG_CHECKS.items()]
 
     @dg.multi_asset_check(specs=specs, name=f"{asset.key.path[-1]}_table_checks")
-    def _checks(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource):
+    def _checks(context: dg.AssetCheckExecutionContext, warehouse: WarehouseProvider):
         batch = None
         if per_partition:
             from pcb_pipeline.defs.assets import partition_stage_path
