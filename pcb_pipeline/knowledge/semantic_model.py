@@ -215,6 +215,12 @@ def default_semantic_model_path() -> Path:
 
 
 def parse_expr(text: str) -> exp.Expression:
+    """A Snowflake expression of the model as a fresh tree (callers may change it; the parse is cached)."""
+    return _parsed(text).copy()
+
+
+@lru_cache(maxsize=512)
+def _parsed(text: str) -> exp.Expression:
     try:
         return sqlglot.parse_one(f"SELECT {text}", read="snowflake").expressions[0]
     except sqlglot.errors.ParseError as e:
