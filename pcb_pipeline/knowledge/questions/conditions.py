@@ -18,6 +18,8 @@ COMPARISONS = [(r"at\s+most|no\s+more\s+than|<=", "<="), (r"at\s+least|no\s+less
 _CMP = "|".join(f"(?:{rx})" for rx, _ in COMPARISONS)
 _HAVING = r"with|having|had|has|that\s+had|that\s+have|that\s+has"
 RATIO_WORDS = r"percentage|percent|share|fraction|proportion"
+DESCENDING = {"most", "highest", "largest", "biggest", "worst", "max", "maximum", "top", "greatest", "first"}
+ASCENDING = {"least", "lowest", "fewest", "smallest", "best", "min", "minimum", "bottom", "rarest", "last"}
 RATIO_CLAUSE_MARKERS = r"that|which|who|were|was|are|is|with|having|had|got|being"
 CLAUSE_END = r"on|in|at|for|by|per|from|during|over|across|last|this|past|yesterday|today|since|between|and"
 
@@ -76,12 +78,16 @@ class PhraseReader:
                 text = blank(text, before)
         return found, text
 
-    def ranking(self, text: str) -> tuple[tuple[int, bool] | None, str]:
-        m = re.search(r"\b(top|bottom|first|best|worst)\s+(\d+|one|two|three|four|five|six|seven|eight|nine|ten)\b",
-                      text)
-        if not m:
-            return None, text
-        return (number(m.group(2)), m.group(1) in ("top", "first", "worst")), blank(text, m)
+    def ranking(self, text: str) -> tuple[tuple[int, str] | None, str]:
+        """(N, the word that orders): 'top 3', 'worst 2', 'the two most common', 'three lowest'."""
+        n = r"\d+|one|two|three|four|five|six|seven|eight|nine|ten"
+        m = re.search(rf"\b(top|bottom|first|last|best|worst)\s+({n})\b", text)
+        if m:
+            return (number(m.group(2)), m.group(1)), blank(text, m)
+        m = re.search(rf"\b({n})\s+({'|'.join(DESCENDING | ASCENDING)})\b", text)
+        if m:
+            return (number(m.group(1)), m.group(2)), blank(text, m)
+        return None, text
 
     def identifiers_in(self, text: str) -> tuple[list[tuple[str, str]], str]:
         """'board 20085000', 'batch upload-17': (dimension name, value) for dimensions that are not enumerated."""
@@ -111,3 +117,12 @@ class PhraseReader:
         between = after[:marker.start()] if marker else ""
         rest = text[: m.start()] + f" how many {m.group(1)} {between} " + after[start + clause.end():]
         return RatioClause(m.group(1), clause.group(1).strip()), rest
+
+    @staticmethod
+    def share_of_total(text: str) -> tuple[str | None, str]:
+        """'percentage of defects by line', 'what share of all defects does each line account for': the population,
+        and the question as a count of it (each group's share of the whole)."""
+        m = re.search(rf"\b(?:{RATIO_WORDS})\s+of\s+(?:the\s+|all\s+)?([a-z]+)\b", text)
+        if not m:
+            return None, text
+        return m.group(1), text[: m.start()] + f" how many {m.group(1)} " + text[m.end():]

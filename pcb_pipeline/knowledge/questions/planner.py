@@ -21,6 +21,7 @@ from sqlglot import exp
 from ..semantic_model import LogicalTable, SemanticModel, load_semantic_model, parse_expr
 from ..sql_guard import guard_model_sql
 from ..text import fold_phrases, stem
+from . import conditions
 from .conditions import PhraseReader, RatioClause
 from .lexicon import Lexicon, Span, phrase_tokens
 from .plan import CannotAnswer, Condition, Dimension, Measure, Plan, Ranking, ValueFilter
@@ -37,17 +38,17 @@ happen happened occur occurred record recorded log logged detect detected find f
 observe observed when where time period range so far thus till until up now just only also then than
 please kindly can could would will should tell summarize summarise versus against between
 inspect inspected scanned checked processed produce produces producing make makes making generate generates
-cause causes experience experienced contribute contributes see sees get gets
+cause causes experience experienced contribute contributes see sees get gets break broken down account accounts
 """.split()) | {"vs.", "s"}
 GROUP_CUES = frozenset({"by", "per", "each", "every", "breakdown", "across", "split", "distribution", "grouped",
                         "compare", "comparison", "versus", "vs", "which", "what", "between"})
 AGGREGATES = {"average": "AVG", "avg": "AVG", "mean": "AVG", "max": "MAX", "maximum": "MAX", "highest": "MAX",
               "min": "MIN", "minimum": "MIN", "lowest": "MIN", "total": "SUM", "sum": "SUM", "median": "MEDIAN"}
-DESCENDING = {"most", "highest", "largest", "biggest", "worst", "max", "maximum", "top", "greatest", "frequent",
-              "common"}
-ASCENDING = {"least", "lowest", "fewest", "smallest", "best", "min", "minimum", "bottom", "rarest"}
+DESCENDING = conditions.DESCENDING | {"frequent", "common"}
+ASCENDING = conditions.ASCENDING
 COMMANDS = re.compile(r"\b(drop|delete|truncate|insert|update|alter|grant|revoke|merge|create|replace)\b\s+"
-                      r"(table|from|into|database|schema|view|role|user|warehouse|all)\b")
+                      r"(?:(?:the|a|an|all|every|this|that|these|those)\s+)?"
+                      r"(tables?|from|into|databases?|schemas?|views?|roles?|users?|warehouses?|all|rows?|data)\b")
 EXAMPLE_QUESTIONS = ["How many defects per factory line last week?", "What are the top 3 defect types this month?",
                      "What is the yield rate by product type?",
                      "Defects per board by production shift in the last 30 days",
@@ -65,7 +66,7 @@ class Reading:
     window: object = None
     grain: str | None = None
     numeric: list = field(default_factory=list)
-    ranking: tuple[int, bool] | None = None
+    ranking: tuple[int, str] | None = None  # (N, the ordering word: "top", "worst", "most", ...)
     identifiers: list = field(default_factory=list)
     used: list[bool] = field(default_factory=list)
     superlative: str | None = None  # "desc" | "asc"
@@ -133,11 +134,17 @@ class DataQuestionEngine:
                               "tables, and a question may not contain ';'.")
         try:
             return self._plan(q)
-        except CannotAnswer:
+        except CannotAnswer as first:
             ratio, rest = self.phrases.ratio_clause(q)
-            if ratio is None:
-                raise
-            return self._ratio_plan(ratio, rest)
+            if ratio is not None:
+                try:
+                    return self._ratio_plan(ratio, rest)
+                except CannotAnswer:
+                    pass
+            population, rest = self.phrases.share_of_total(q)
+            if population is None:
+                raise first
+            return self._share_plan(population, rest)
 
     def _plan(self, q: str) -> Plan:
         r = self._read(q)
@@ -218,6 +225,10 @@ class DataQuestionEngine:
             expr = exp.func(agg, col)
             out.append(Measure(f"{agg.lower()}_{fact}", table,
                                exp.func("ROUND", expr, exp.Literal.number(4)) if agg in ("AVG", "MEDIAN") else expr))
+        for i, agg in list(pending):
+            if agg == "SUM":  # "in total", "total boards inspected": the count itself
+                pending.remove((i, agg))
+                r.used[i] = True
         if pending:
             word = r.raw[pending[0][0]]
             rest = [w for i, w in enumerate(r.raw) if not r.used[i] and w not in FILLER and w != word]
@@ -433,12 +444,10 @@ class DataQuestionEngine:
 
     def _add_ranking(self, plan: Plan, r: Reading) -> None:
         if r.ranking is not None:
-            plan.ranking = Ranking(*r.ranking)
+            n, word = r.ranking
+            plan.ranking = Ranking(n, self._descending(plan, word in DESCENDING, {word}))
         elif r.superlative:
-            descending = r.superlative == "desc"
-            if plan.measures[0].name in self.vocabulary.higher_is_better and {"best", "worst"} & set(r.raw):
-                descending = "best" in r.raw
-            plan.ranking = Ranking(1, descending)
+            plan.ranking = Ranking(1, self._descending(plan, r.superlative == "desc", set(r.raw)))
         if plan.ranking is None or plan.dimensions or plan.grain:
             return
         # "the most common defect", "top 3 defects": rank the base table's countable values
@@ -446,6 +455,12 @@ class DataQuestionEngine:
         if not countable:
             raise self.refuse("A ranking needs something to rank by, e.g. 'which factory line has the most defects'.")
         plan.dimensions.append(Dimension(plan.base.name, countable[0]))
+
+    def _descending(self, plan: Plan, descending: bool, words: set[str]) -> bool:
+        """"best" and "worst" rank from the top of a measure where more is better (yield), else from the bottom."""
+        if plan.measures[0].name in self.vocabulary.higher_is_better and {"best", "worst"} & words:
+            return "best" in words
+        return descending
 
     # -- ratios
     def _ratio_plan(self, ratio: RatioClause, rest: str) -> Plan:
@@ -466,6 +481,22 @@ class DataQuestionEngine:
         name = "percentage_" + "_".join(re.findall(r"[a-z0-9]+", ratio.clause))[:40]
         plan.measures = [Measure(name, plan.base.name, None, numerator)]
         return plan
+
+    def _share_plan(self, population: str, rest: str) -> Plan:
+        """'percentage of defects by line': each group's share of all the population's rows in the window."""
+        plan = self._plan(rest)
+        if len(plan.measures) > 1 or plan.measures[0].expr is None or plan.measures[0].expr.sql().upper() != \
+                "COUNT(*)":
+            raise self.refuse(f"A percentage counts rows; '{population}' is not a count of rows.")
+        if not (plan.dimensions or plan.grain):
+            raise self.refuse(f"A percentage of all {population} needs a part to measure: which {population} "
+                              "(e.g. 'percentage of defects that are shorts') or by what (e.g. 'by line')?")
+        plan.measures = [Measure(f"share_of_{plan.measures[0].name}_pct", plan.base.name, parse_expr(SHARE_OF_TOTAL))]
+        plan.notes.append(f"each group's percentage of all {population} in the answer")
+        return plan
+
+
+SHARE_OF_TOTAL = "ROUND(100.0 * COUNT(*) / NULLIF(SUM(COUNT(*)) OVER (), 0), 2)"
 
 
 def _compare(op: str, left: exp.Expression, right: exp.Expression) -> exp.Expression:
