@@ -18,7 +18,7 @@ from pcb_pipeline.defs import candidate, inference, landing
 from pcb_pipeline.defs.inference import partition_stage_path  # noqa: F401 - quality_checks imports it here
 from pcb_pipeline.defs.preview import preview_markdown
 from pcb_pipeline.defs.scratch import scratch_dir
-from pcb_pipeline.defs.resources import RegistryResource, StageResource, TrainingResource, WarehouseResource
+from pcb_pipeline.defs.resources import RegistryProvider, StageProvider, TrainingProvider, WarehouseProvider
 from pcb_pipeline.vision.inference import store
 
 GOLDEN_QUERY = ("SELECT detected_class, COUNT(*) FROM DEFECT_LOGS WHERE factory_line_id = 'SHANGHAI' "
@@ -36,7 +36,7 @@ class RawImagesConfig(dg.Config):
 
 @dg.asset(group_name="vision", kinds={"python", "files"})
 def raw_pcb_images(context: dg.AssetExecutionContext, config: RawImagesConfig,
-                   stage: StageResource) -> dg.MaterializeResult:
+                   stage: StageProvider) -> dg.MaterializeResult:
     """Deep PCB pairs (test image, template, labels, split file) landed on the stage under raw/deeppcb."""
     st = stage.get()
     with landing.board_source(config) as (split_file, origin):
@@ -61,7 +61,7 @@ class MetadataConfig(dg.Config):
 
 
 @dg.asset(group_name="warehouse", kinds={"duckdb", "snowflake"}, deps=[raw_pcb_images])
-def pcb_metadata(config: MetadataConfig, stage: StageResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
+def pcb_metadata(config: MetadataConfig, stage: StageProvider, warehouse: WarehouseProvider) -> dg.MaterializeResult:
     """PCB_METADATA: one row per board with factory line, product type, manufacturing date and shift.
 
     Dates are anchored on the day the raw images landed on the stage (not on the day this runs), so a re-run
@@ -88,7 +88,7 @@ class DatasetConfig(dg.Config):
 
 
 @dg.asset(group_name="vision", kinds={"python", "files"}, deps=[raw_pcb_images])
-def yolo_dataset(config: DatasetConfig, stage: StageResource) -> dg.MaterializeResult:
+def yolo_dataset(config: DatasetConfig, stage: StageProvider) -> dg.MaterializeResult:
     """Ultralytics YOLO dataset (images/, labels/, data.yaml) with a validation split carved by board group."""
     try:
         check_input_mode(config.input_mode)
@@ -119,8 +119,8 @@ class TrainingConfig(dg.Config):
 
 
 @dg.asset(group_name="vision", kinds={"pytorch", "mlflow"}, deps=[yolo_dataset])
-def trained_detector(context: dg.AssetExecutionContext, config: TrainingConfig, stage: StageResource,
-                     trainer: TrainingResource) -> dg.MaterializeResult:
+def trained_detector(context: dg.AssetExecutionContext, config: TrainingConfig, stage: StageProvider,
+                     trainer: TrainingProvider) -> dg.MaterializeResult:
     """YOLOv12-n trained from yolo12n.yaml by the training entrypoint; metrics in MLflow, weights on the stage."""
     st = stage.get()
     dataset = st.get_dir(DATASET_PREFIX, scratch_dir("train_dataset") / "dataset")
@@ -147,8 +147,8 @@ def trained_detector(context: dg.AssetExecutionContext, config: TrainingConfig, 
 
 # --------------------------------------------------------------------------------------------------- registry
 @dg.asset(group_name="vision", kinds={"mlflow"}, deps=[trained_detector])
-def registered_model(context: dg.AssetExecutionContext, stage: StageResource,
-                     registry: RegistryResource) -> dg.MaterializeResult:
+def registered_model(context: dg.AssetExecutionContext, stage: StageProvider,
+                     registry: RegistryProvider) -> dg.MaterializeResult:
     """A registered model version; it becomes `champion` only if it clears the threshold and does not regress."""
     st, reg = stage.get(), registry.get()
     version = reg.register(*candidate.download_candidate(st))
@@ -197,8 +197,8 @@ class UploadInferenceConfig(dg.Config):
 
 @dg.asset(group_name="warehouse", kinds={"duckdb", "snowflake"}, deps=[registered_model, pcb_metadata],
           retry_policy=INFERENCE_RETRY)
-def defect_logs(context: dg.AssetExecutionContext, config: InferenceConfig, stage: StageResource,
-                warehouse: WarehouseResource, registry: RegistryResource) -> dg.MaterializeResult:
+def defect_logs(context: dg.AssetExecutionContext, config: InferenceConfig, stage: StageProvider,
+                warehouse: WarehouseProvider, registry: RegistryProvider) -> dg.MaterializeResult:
     """Batch inference with the champion over a batch of stage images into DEFECT_LOGS (re-runs replace the batch),
     in this process or, on Snowflake with PCB_SNOWFLAKE_INFERENCE batch or service, by the registry
     (defs.inference.infer_batch); the rows are stored the same way."""
@@ -222,8 +222,8 @@ def defect_logs(context: dg.AssetExecutionContext, config: InferenceConfig, stag
 
 @dg.asset(partitions_def=UPLOAD_PARTITIONS, group_name="uploads", kinds={"duckdb", "snowflake"},
           deps=[registered_model, pcb_metadata], retry_policy=INFERENCE_RETRY)
-def upload_defect_logs(context: dg.AssetExecutionContext, config: UploadInferenceConfig, stage: StageResource,
-                       warehouse: WarehouseResource, registry: RegistryResource) -> dg.MaterializeResult:
+def upload_defect_logs(context: dg.AssetExecutionContext, config: UploadInferenceConfig, stage: StageProvider,
+                       warehouse: WarehouseProvider, registry: RegistryProvider) -> dg.MaterializeResult:
     """One uploaded board image (a dynamic partition per file under uploads/, added by the upload sensor) inferred
     with the champion into DEFECT_LOGS / BOARD_INSPECTIONS; batch_id is the file's stage path."""
     path = inference.upload_image_path(context.partition_key)

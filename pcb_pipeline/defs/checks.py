@@ -5,7 +5,7 @@ import dagster as dg
 from pcb_pipeline.core import yolo_format
 from pcb_pipeline.core.stage_layout import DATASET_PREFIX
 from pcb_pipeline.defs.assets import yolo_dataset
-from pcb_pipeline.defs.resources import StageResource
+from pcb_pipeline.defs.resources import StageProvider
 from pcb_pipeline.defs.scratch import scratch_dir
 
 
@@ -34,7 +34,7 @@ def _label_problems(dataset_dir) -> list[str]:
                           description="each image has a label file (empty = defect-free board)"),
     ]
 )
-def yolo_dataset_checks(stage: StageResource):
+def yolo_dataset_checks(stage: StageProvider):
     dataset = download_dataset(stage.get())
     problems = _label_problems(dataset)
     yield dg.AssetCheckResult(check_name="labels_valid", passed=not problems,

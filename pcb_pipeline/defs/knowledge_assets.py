@@ -4,7 +4,7 @@ import dagster as dg
 
 from pcb_pipeline.defs.assets import defect_logs, pcb_metadata
 from pcb_pipeline.defs.scratch import scratch_dir
-from pcb_pipeline.defs.resources import SearchIndexResource, StageResource, WarehouseResource
+from pcb_pipeline.defs.resources import SearchIndexProvider, StageProvider, WarehouseProvider
 from pcb_pipeline.knowledge.semantic_model import SEMANTIC_MODEL_STAGE_PATH
 
 MANUALS_PREFIX = "manuals"
@@ -12,7 +12,7 @@ CHUNKS_STAGE_PATH = "knowledge/sop_chunks.jsonl"
 
 
 @dg.asset(group_name="knowledge", kinds={"pdf", "files"})
-def sop_documents(stage: StageResource) -> dg.MaterializeResult:
+def sop_documents(stage: StageProvider) -> dg.MaterializeResult:
     """The project's SOP and repair manuals (pcb_pipeline/resources/manuals) rendered to PDF and put on the stage under manuals/."""
     from pypdf import PdfReader
 
@@ -30,7 +30,7 @@ def sop_documents(stage: StageResource) -> dg.MaterializeResult:
 
 
 @dg.asset(group_name="knowledge", kinds={"python"}, deps=[sop_documents])
-def sop_corpus(stage: StageResource) -> dg.MaterializeResult:
+def sop_corpus(stage: StageProvider) -> dg.MaterializeResult:
     """PDF text extracted with page numbers, chunked, each chunk tagged with its defect_category and class."""
     from collections import Counter
 
@@ -51,7 +51,7 @@ def sop_corpus(stage: StageResource) -> dg.MaterializeResult:
 
 
 @dg.asset(group_name="knowledge", kinds={"python"}, deps=[sop_corpus])
-def sop_search_service(stage: StageResource, search_index: SearchIndexResource) -> dg.MaterializeResult:
+def sop_search_service(stage: StageProvider, search_index: SearchIndexProvider) -> dg.MaterializeResult:
     """The search service over the chunks: a local hybrid index (BM25 + embeddings), or Cortex Search on Snowflake."""
     from pcb_pipeline.knowledge.api import load_chunks
 
@@ -61,7 +61,7 @@ def sop_search_service(stage: StageResource, search_index: SearchIndexResource) 
 
 
 @dg.asset(group_name="knowledge", kinds={"yaml"}, deps=[defect_logs, pcb_metadata])
-def semantic_model(stage: StageResource) -> dg.MaterializeResult:
+def semantic_model(stage: StageProvider) -> dg.MaterializeResult:
     """The Cortex Analyst semantic model (sql/semantic_model.yaml), validated and put on the stage for Analyst."""
     from pcb_pipeline.knowledge.semantic_model import load_semantic_model, validate_semantic_model
 
@@ -80,7 +80,7 @@ def semantic_model(stage: StageResource) -> dg.MaterializeResult:
 
 
 @dg.asset_check(asset=semantic_model, description="every verified query translates, passes the guard and runs")
-def verified_queries_run(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+def verified_queries_run(warehouse: WarehouseProvider) -> dg.AssetCheckResult:
     from pcb_pipeline.knowledge.api import verify_semantic_model
 
     results = verify_semantic_model(warehouse.get())
@@ -91,7 +91,7 @@ def verified_queries_run(warehouse: WarehouseResource) -> dg.AssetCheckResult:
 
 
 @dg.asset_check(asset=sop_search_service, description="the mousebite question is answered with mousebite citations")
-def mousebite_question_cited(search_index: SearchIndexResource) -> dg.AssetCheckResult:
+def mousebite_question_cited(search_index: SearchIndexProvider) -> dg.AssetCheckResult:
     answer = search_index.ask("What are the causes of 'mousebite' defects and is it acceptable under Class 2?")
     cited = [c for c in answer["citations"] if "mousebite" in (c.get("defect_class", "") + c["text"]).lower()]
     return dg.AssetCheckResult(passed=bool(cited), metadata={"citations": len(answer["citations"]),

@@ -36,7 +36,7 @@ from pcb_pipeline import settings
 from pcb_pipeline.core.stage_layout import UPLOAD_PREFIX
 from pcb_pipeline.defs.assets import UPLOAD_PARTITIONS
 from pcb_pipeline.defs.jobs import upload_inference_job
-from pcb_pipeline.defs.resources import RegistryResource, StageResource
+from pcb_pipeline.defs.resources import RegistryProvider, StageProvider
 from pcb_pipeline.defs.upload_planner import (UploadCursor, UploadPlan, UploadReport, UploadRequest,
                                               UploadSensorSettings, plan_uploads)
 
@@ -119,7 +119,7 @@ def log_reports(log, reports: list[UploadReport]) -> None:
             log.info(f"{r.path}: {r.reason}")
 
 
-def champion_missing(plan: UploadPlan, registry: RegistryResource) -> str | None:
+def champion_missing(plan: UploadPlan, registry: RegistryProvider) -> str | None:
     """Why the planned runs must wait for a champion model (None: they need not)."""
     if not plan.requests:
         return None
@@ -155,7 +155,7 @@ def build_upload_sensor(s: UploadSensorSettings | None = None, name: str = UPLOA
                default_status=dg.DefaultSensorStatus.RUNNING if s.running else dg.DefaultSensorStatus.STOPPED,
                description=f"new images under the stage's {UPLOAD_PREFIX}/ folder -> one upload_defect_logs "
                            "partition each (run key = path@md5[+template@md5]: never twice)")
-    def upload_sensor(context: dg.SensorEvaluationContext, stage: StageResource, registry: RegistryResource):
+    def upload_sensor(context: dg.SensorEvaluationContext, stage: StageProvider, registry: RegistryProvider):
         cursor = stored_cursor(context)
         try:
             st = stage.get()
