@@ -16,16 +16,9 @@ from pcb_pipeline.defs.jobs import check_jobs, jobs  # noqa: E402
 from pcb_pipeline.defs.quality_checks import quality_checks  # noqa: E402
 from pcb_pipeline.defs.schedules import schedules  # noqa: E402
 from pcb_pipeline.defs.sensors import sensors  # noqa: E402
-from pcb_pipeline.defs.resources import local_resources  # noqa: E402
-
-from pcb_pipeline.backends.factory import backend_name  # noqa: E402
-from pcb_pipeline.defs.snowflake_resources import snowflake_resources  # noqa: E402
+from pcb_pipeline.defs.resources import resources_for  # noqa: E402
 
 from pcb_pipeline.defs.knowledge_assets import knowledge_assets, knowledge_checks  # noqa: E402
-
-
-def default_resources() -> dict:
-    return snowflake_resources() if backend_name() == "snowflake" else local_resources()
 
 
 def build_defs(resources: dict | None = None) -> dg.Definitions:
@@ -36,7 +29,7 @@ def build_defs(resources: dict | None = None) -> dg.Definitions:
     return dg.Definitions(assets=assets + knowledge_assets,
                           asset_checks=checks + quality_checks + knowledge_checks,
                           jobs=jobs + check_jobs, schedules=schedules, sensors=sensors,
-                          resources=resources if resources is not None else default_resources())
+                          resources=resources if resources is not None else resources_for())
 
 
 defs = build_defs()

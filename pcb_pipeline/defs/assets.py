@@ -15,7 +15,6 @@ from pcb_pipeline.core.images import read_image
 from pcb_pipeline.core.reference import TEST_ONLY, check_input_mode
 from pcb_pipeline.core.stage_layout import DATASET_PREFIX, HELDOUT_PREFIX, RAW_PREFIX
 from pcb_pipeline.defs import candidate, inference, landing
-from pcb_pipeline.defs.inference import partition_stage_path  # noqa: F401 - quality_checks imports it here
 from pcb_pipeline.defs.preview import preview_markdown
 from pcb_pipeline.defs.scratch import scratch_dir
 from pcb_pipeline.defs.resources import RegistryProvider, StageProvider, TrainingProvider, WarehouseProvider

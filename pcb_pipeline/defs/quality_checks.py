@@ -191,7 +191,7 @@ def build_defect_log_checks(asset, per_partition: bool):
     def _checks(context: dg.AssetCheckExecutionContext, warehouse: WarehouseProvider):
         batch = None
         if per_partition:
-            from pcb_pipeline.defs.assets import partition_stage_path
+            from pcb_pipeline.defs.inference import partition_stage_path
 
             key = context.run.tags.get(PARTITION_TAG) if context.run else None
             batch = partition_stage_path(key) if key else None

@@ -82,7 +82,7 @@ def verify_semantic_model(warehouse, model: SemanticModel | None = None) -> list
 def default_index_dir() -> Path:
     from pcb_pipeline.settings import paths
 
-    return paths().home / "knowledge" / "sop_index"
+    return paths().sop_index
 
 
 def build_sop_index(chunks: list[Chunk], index_dir: Path | None = None) -> LocalManualSearch:
