@@ -107,6 +107,19 @@ def env_number(env: Mapping[str, str], name: str, default: float, *, cast: type 
     return value
 
 
+def env_choice(env: Mapping[str, str], name: str, choices: tuple[str, ...], default: str, *,
+               error: type[ValueError] = SettingError) -> str:
+    """The one parser for settings that name one of a few words: blank means `default`, case and spaces are
+    ignored; anything else raises `error` naming the variable, its value and the choices."""
+    raw = (env.get(name) or "").strip()
+    value = raw.lower() or default
+    if value not in choices:
+        options = " or ".join(f"'{c}'" for c in choices) if len(choices) == 2 else \
+            "one of " + ", ".join(f"'{c}'" for c in choices)
+        raise error(f"{name}={raw!r} must be {options}")
+    return value
+
+
 def min_map50(env: Mapping[str, str]) -> float:
     """PCB_MIN_MAP50: the registry's promotion threshold, an mAP50 in [0, 1] (default 0.5), on either backend."""
     return env_number(env, "PCB_MIN_MAP50", 0.5, minimum=0.0, maximum=1.0, unit="a number in [0, 1]")

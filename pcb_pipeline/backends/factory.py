@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Mapping
 
 from pcb_pipeline import settings
+from pcb_pipeline.settings import env_choice
 
 from .base import BackendConfigError, ModelRegistry, Stage, TrainingDispatcher, Warehouse
 from .snowflake.config import SnowflakeSettings
@@ -73,17 +74,12 @@ class PipelineSettings:
 
 def backend_name(env: Mapping[str, str] | None = None) -> str:
     env = os.environ if env is None else env
-    name = (env.get("PCB_BACKEND") or "local").strip().lower()
-    if name not in BACKENDS:
-        raise BackendConfigError(f"PCB_BACKEND must be 'local' or 'snowflake', got {name!r}")
-    return name
+    return env_choice(env, "PCB_BACKEND", tuple(BACKENDS), "local", error=BackendConfigError)
 
 
 def _data_analyst(env: Mapping[str, str], backend: str) -> str:
     default = "cortex" if backend == "snowflake" else "local"
-    choice = (env.get("PCB_DATA_ANALYST") or "").strip().lower() or default
-    if choice not in DATA_ANALYSTS:
-        raise BackendConfigError(f"PCB_DATA_ANALYST must be one of {', '.join(DATA_ANALYSTS)}, got {choice!r}")
+    choice = env_choice(env, "PCB_DATA_ANALYST", tuple(DATA_ANALYSTS), default, error=BackendConfigError)
     if choice == "cortex" and backend != "snowflake":
         raise BackendConfigError("PCB_DATA_ANALYST=cortex needs PCB_BACKEND=snowflake (Cortex Analyst is a "
                                  "Snowflake service); use PCB_DATA_ANALYST=local")

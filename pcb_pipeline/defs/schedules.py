@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import dagster as dg
 
 from pcb_pipeline.defs.jobs import freshness_checks_job, nightly_retrain_job
+from pcb_pipeline.settings import env_choice
 from pcb_pipeline.vision.profiles import PROFILES
 
 
@@ -72,9 +73,7 @@ def retrain_settings(env: Mapping[str, str] | None = None) -> RetrainSettings:
         raise ScheduleConfigError(f"PCB_RETRAIN_OVERRIDES is not valid JSON ({e.msg})") from None
     if not isinstance(overrides, dict):
         raise ScheduleConfigError("PCB_RETRAIN_OVERRIDES must be a JSON object, e.g. '{\"epochs\": 30}'")
-    state = get("PCB_RETRAIN_SCHEDULE", "running").lower()
-    if state not in ("running", "stopped"):
-        raise ScheduleConfigError(f"PCB_RETRAIN_SCHEDULE={state!r} must be 'running' or 'stopped'")
+    state = env_choice(env, "PCB_RETRAIN_SCHEDULE", ("running", "stopped"), "running", error=ScheduleConfigError)
     return RetrainSettings(cron, tz, profile, {str(k): str(v) for k, v in overrides.items()}, state == "running")
 
 

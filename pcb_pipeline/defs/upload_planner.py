@@ -50,7 +50,7 @@ from pcb_pipeline.core.deeppcb import is_template_name, listed_template
 from pcb_pipeline.core.images import IMAGE_SUFFIXES, read_image_bytes
 from pcb_pipeline.core.stage_layout import MAX_UPLOAD_BYTES, UPLOAD_PREFIX
 from pcb_pipeline.defs.inference import partition_stage_path
-from pcb_pipeline.settings import SettingError, env_number
+from pcb_pipeline.settings import env_choice, env_number
 
 TEMP_SUFFIXES = (".part", ".partial", ".tmp", ".temp", ".crdownload", ".filepart", ".download", ".upload", "~",
                  ".swp")
@@ -89,10 +89,7 @@ class UploadSensorSettings:
 
 
 def _sensor_running(env: Mapping[str, str]) -> bool:
-    state = (env.get("PCB_UPLOAD_SENSOR") or "running").strip().lower()
-    if state not in ("running", "stopped"):
-        raise SettingError(f"PCB_UPLOAD_SENSOR={state!r} must be 'running' or 'stopped'")
-    return state == "running"
+    return env_choice(env, "PCB_UPLOAD_SENSOR", ("running", "stopped"), "running") == "running"
 
 
 # ------------------------------------------------------------------------------------------------ cursor

@@ -92,7 +92,7 @@ def test_factory_chooses_the_data_analyst_from_the_settings(fake_account, monkey
     monkeypatch.setenv("PCB_DATA_ANALYST", "local")
     assert type(factory.data_analyst()) is LocalDataAnalyst  # the semantic-model engine, on Snowflake's warehouse
     monkeypatch.setenv("PCB_DATA_ANALYST", "gpt")
-    with pytest.raises(factory.BackendConfigError, match="PCB_DATA_ANALYST must be one of cortex, local"):
+    with pytest.raises(factory.BackendConfigError, match="PCB_DATA_ANALYST='gpt' must be 'cortex' or 'local'"):
         factory.data_analyst()
     monkeypatch.setenv("PCB_BACKEND", "local")
     monkeypatch.setenv("PCB_DATA_ANALYST", "cortex")
