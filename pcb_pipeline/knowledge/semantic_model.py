@@ -111,6 +111,7 @@ class VerifiedQuery:
     verified_at: int | None = None
 
 
+DATE_PARTS = ("day", "week", "month", "quarter", "year")  # what a relative window may count in (DATEADD parts)
 LOCAL_VOCABULARY_KEY = "local_vocabulary"  # the YAML section only the local engine reads (not in the specification)
 
 
@@ -125,6 +126,7 @@ class Vocabulary:
     countable_value_dimensions: frozenset[str] = frozenset()
     fraction_facts: frozenset[str] = frozenset()
     higher_is_better: frozenset[str] = frozenset()
+    example_questions: tuple[str, ...] = ()
     identifier_words: dict[str, list[str]] = field(default_factory=dict)
     time_units: dict[str, tuple[str, int]] = field(default_factory=dict)
 
@@ -135,13 +137,18 @@ class Vocabulary:
                    for dim, values in (data.get("value_aliases") or {}).items()}
         units = {}
         for word, spec in (data.get("time_units") or {}).items():
-            if not (isinstance(spec, list) and len(spec) == 2 and str(spec[1]).isdigit()):
-                raise SemanticModelError(f"{LOCAL_VOCABULARY_KEY}.time_units.{word}: expected [date part, count]")
+            if not (isinstance(spec, list) and len(spec) == 2 and str(spec[1]).isdigit()
+                    and str(spec[0]).lower() in DATE_PARTS):
+                raise SemanticModelError(f"{LOCAL_VOCABULARY_KEY}.time_units.{word}: expected [date part, count] with "
+                                         f"a date part among {', '.join(DATE_PARTS)}")
             units[str(word)] = (str(spec[0]).lower(), int(spec[1]))
         words = lambda key: frozenset(map(str, data.get(key) or []))  # noqa: E731
         identifiers = {str(dim): [str(w) for w in ws or []] for dim, ws in (data.get("identifier_words") or {}).items()}
-        return cls(aliases, words("ambiguous_values"), words("context_words"), words("countable_value_dimensions"),
-                   words("fraction_facts"), words("higher_is_better"), identifiers, units)
+        return cls(value_aliases=aliases, ambiguous_values=words("ambiguous_values"),
+                   context_words=words("context_words"), countable_value_dimensions=words("countable_value_dimensions"),
+                   fraction_facts=words("fraction_facts"), higher_is_better=words("higher_is_better"),
+                   example_questions=tuple(map(str, data.get("example_questions") or [])),
+                   identifier_words=identifiers, time_units=units)
 
     def aliases_of(self, dimension: str, value: str) -> list[str]:
         return self.value_aliases.get(dimension, {}).get(value, [])

@@ -12,7 +12,7 @@ from knowledge_golden import GOLDEN_QUERY, GOLDEN_QUESTION
 from pcb_pipeline.knowledge.api import ask_data
 from pcb_pipeline.knowledge.evaluation import frame_multiset, rows_multiset
 from pcb_pipeline.knowledge.questions import CannotAnswer, DataQuestionEngine, LocalDataAnalyst, plan_to_sql
-from pcb_pipeline.knowledge.semantic_model import parse_semantic_model
+from pcb_pipeline.knowledge.semantic_model import SemanticModelError, parse_semantic_model
 
 
 @pytest.fixture(scope="module")
@@ -237,3 +237,10 @@ def test_values_are_literals_of_the_tree_in_every_dialect(engine, model):
         tree = sqlglot.parse_one(plan_to_sql(plan, model, dialect=dialect), read=dialect)
         literal = tree.find(sqlglot.exp.EQ).expression
         assert literal.is_string and literal.this == "O'Neil \\ x", dialect
+
+
+def test_a_time_unit_must_count_in_a_date_part(model):
+    raw = copy.deepcopy(model.raw)
+    raw["local_vocabulary"]["time_units"]["shift"] = ["8 hours); DROP TABLE x; --", 1]
+    with pytest.raises(SemanticModelError, match="time_units.shift"):
+        parse_semantic_model(raw)

@@ -49,10 +49,6 @@ ASCENDING = conditions.ASCENDING
 COMMANDS = re.compile(r"\b(drop|delete|truncate|insert|update|alter|grant|revoke|merge|create|replace)\b\s+"
                       r"(?:(?:the|a|an|all|every|this|that|these|those)\s+)?"
                       r"(tables?|from|into|databases?|schemas?|views?|roles?|users?|warehouses?|all|rows?|data)\b")
-EXAMPLE_QUESTIONS = ["How many defects per factory line last week?", "What are the top 3 defect types this month?",
-                     "What is the yield rate by product type?",
-                     "Defects per board by production shift in the last 30 days",
-                     "How many low confidence detections yesterday?"]
 
 
 @dataclass
@@ -110,7 +106,7 @@ class DataQuestionEngine:
 
     # -- help
     def suggestions(self) -> list[str]:
-        return [v.question for v in self.model.verified_queries] + EXAMPLE_QUESTIONS
+        return [v.question for v in self.model.verified_queries] + list(self.vocabulary.example_questions)
 
     def vocabulary_hint(self) -> str:
         metrics = [m.name for t in self.model.tables.values() for m in t.metrics.values()]
