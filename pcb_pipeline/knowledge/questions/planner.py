@@ -202,9 +202,9 @@ class DataQuestionEngine:
             table, name = s.entry.payload
             if not any(m.name == name for m in measures):
                 measures.append(Measure(name, table, parse_expr(self.model.tables[table].metrics[name].expr)))
-        return measures + self._aggregated_facts(r, bool(measures))
+        return measures + self._aggregated_facts(r)
 
-    def _aggregated_facts(self, r: Reading, have_metric: bool) -> list[Measure]:
+    def _aggregated_facts(self, r: Reading) -> list[Measure]:
         pending = [(i, AGGREGATES[w]) for i, w in enumerate(r.raw) if w in AGGREGATES and not r.used[i]]
         out, seen = [], set()
         for s in r.spans_of("fact"):
