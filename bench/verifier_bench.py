@@ -73,6 +73,7 @@ def main() -> int:
     p.add_argument("--width", type=int, default=32)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "verifier_runs" / "latest")
+    p.add_argument("--weights", type=Path, help="evaluate this verifier.pt instead of training one")
     a = p.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     train_s, val_s = deeppcb.group_split(deeppcb.read_split(deeppcb.split_file_path(a.deeppcb)))
@@ -84,8 +85,12 @@ def main() -> int:
           f"{prep:.0f} s", flush=True)
     cfg = vf.VerifierTrainConfig(epochs=a.epochs, width=a.width)
     t1 = time.perf_counter()
-    net = vf.train_verifier(tr, cfg, va, on_epoch=lambda e, m: print(e, {k: round(v, 4) for k, v in m.items()},
-                                                                        flush=True))
+    if a.weights:
+        net, meta = vf.load_checkpoint(a.weights)
+        cfg = vf.VerifierTrainConfig(epochs=a.epochs, width=int(meta["width"]))
+    else:
+        net = vf.train_verifier(tr, cfg, va, on_epoch=lambda e, m: print(e, {k: round(v, 4) for k, v in m.items()},
+                                                                            flush=True))
     train_time = time.perf_counter() - t1
     vf.save_checkpoint(net, cfg, a.out / "verifier.pt")
     vf.export_onnx(net, a.out / "verifier.onnx", {"pcb_input": "reference"})
@@ -105,7 +110,8 @@ def main() -> int:
         t = time.perf_counter(); aoi.inspect_pair(c[..., 0], c[..., 1]); ms_aoi.append(time.perf_counter() - t)
     summary = {
         "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-        "command": " ".join(sys.argv), "epochs": a.epochs, "width": a.width,
+        "command": " ".join(sys.argv), "epochs": a.epochs, "width": cfg.width,
+        "weights": str(a.weights) if a.weights else None, "nms_overlap": vf.NMS_OVERLAP,
         "train_crops": int(len(tr.labels)), "val_crops": int(len(va.labels)),
         "prep_seconds": round(prep, 1), "train_seconds": round(train_time, 1),
         "typed_map": typed.map, "typed_best_f": typed.best_f, "per_class_ap": {CLASS_NAMES[c]: v for c, v in typed.ap.items()},

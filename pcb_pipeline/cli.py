@@ -172,10 +172,11 @@ def cmd_evaluate(args) -> int:
 def _print_evaluation(r: dict) -> None:
     """A short human-readable summary (the full figures: --json)."""
     print(f"{r['images']} images ({r['subset']}), weights {r['weights']}, backend {r['backend']}")
-    print(f"ultralytics: mAP50 {r['map50']:.3f}  mAP50-95 {r['map50_95']:.3f}  P {r['precision']:.3f}  "
-          f"R {r['recall']:.3f}")
-    for name, v in r["per_class"].items():
-        print(f"  {name:<10} AP50 {v['ap50']:.3f}  AP50-95 {v['ap50_95']:.3f}")
+    if "map50" in r:  # ultralytics' val (not for the two-stage inspector)
+        print(f"ultralytics: mAP50 {r['map50']:.3f}  mAP50-95 {r['map50_95']:.3f}  P {r['precision']:.3f}  "
+              f"R {r['recall']:.3f}")
+        for name, v in r["per_class"].items():
+            print(f"  {name:<10} AP50 {v['ap50']:.3f}  AP50-95 {v['ap50_95']:.3f}")
     d = r["deeppcb_protocol"]
     bf = d["best_f"]
     print(f"Deep PCB protocol (IoU > {d['iou_threshold']}): mAP {d['map']:.3f}  best F {bf['f']:.3f} at score >= "

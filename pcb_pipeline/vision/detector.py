@@ -9,6 +9,7 @@ import numpy as np
 from pcb_pipeline.core.classes import CLASS_NAMES
 from pcb_pipeline.core.reference import (INPUT_MODE_KEY, REFERENCE, TEST_ONLY, MissingTemplateError,
                                          check_input_mode, reference_composite)
+from pcb_pipeline.vision.verifier import VERIFIER_KIND, VerifierRuntime, is_verifier_checkpoint, onnx_kind
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,10 @@ class Detector:
 
     ``input_mode`` is ``"reference"`` for a reference-aware model: each board image must then come with its
     template (``predict(..., templates=...)``), and the model sees the composite of ``core.reference``.
+
+    ``kind`` is ``"verifier"`` for the two-stage inspector (an ONNX file stamped ``pcb_kind=verifier``: AOI
+    candidates, then the crop verifier, `vision.verifier.VerifierRuntime`), else ``"yolo"``: callers never need to
+    know which one they hold.
     """
 
     def __init__(self, weights: Path | str, conf: float = 0.25, prefer_onnx: bool = True, imgsz: int | None = None,
@@ -83,7 +88,14 @@ class Detector:
         self.conf = conf
         self.iou = iou
         self.max_det = max_det
-        if self.backend == "onnxruntime":
+        self.kind = "yolo"
+        if self.backend == "torch" and self.weights.suffix == ".pt" and is_verifier_checkpoint(self.weights):
+            raise ValueError(f"{self.weights} is a two-stage inspector's checkpoint: it is served from its ONNX "
+                             f"export ({onnx.name} beside it)")
+        if self.backend == "onnxruntime" and onnx_kind(self.weights) == VERIFIER_KIND:
+            self.kind, self.imgsz, self.input_mode = VERIFIER_KIND, None, REFERENCE
+            self.model = VerifierRuntime(self.weights, threads=threads)
+        elif self.backend == "onnxruntime":
             from pcb_pipeline.vision.onnx_runtime import OnnxYolo
 
             self.model = OnnxYolo(self.weights, imgsz=imgsz, threads=threads)
@@ -141,6 +153,8 @@ class Detector:
     def network_rows(self, image: np.ndarray, conf: float | None = None, timings: dict | None = None) -> np.ndarray:
         """``predict_rows`` on an array that is already the network's input (see ``model_input``)."""
         conf = self.conf if conf is None else conf
+        if self.kind == VERIFIER_KIND:
+            return self.model.rows(image, conf)[: self.max_det]
         if self.backend == "onnxruntime":
             return self.model.predict(image, conf=conf, iou=self.iou, max_det=self.max_det, timings=timings)
         res = self.model.predict(image, imgsz=self.imgsz, conf=conf, iou=self.iou, max_det=self.max_det,

@@ -162,9 +162,9 @@ def evaluate_split(weights: Path, split_file: Path, imgsz: int | None = None, ba
     samples = select_samples(split_file, val_groups, val_fraction)
     detector = Detector(weights, conf=PROTOCOL_CONF, imgsz=imgsz)
     report = _report_header(weights, split_file, samples, detector, val_groups, val_fraction)
-    if ultralytics_val:
+    if ultralytics_val and detector.kind != "verifier":  # ultralytics' own val needs an ultralytics model
         report.update(_ultralytics_section(weights, samples, detector, batch))
-    report["backend"] = detector.backend
+    report["backend"], report["model_kind"] = detector.backend, detector.kind
     gts = [ground_truth(s) for s in samples]
     t_model = time.perf_counter()
     rows, errors = model_rows(detector, samples)

@@ -98,3 +98,49 @@ def test_onnx_runtime_serves_what_torch_computes(boards, trained, tmp_path):
     blank = composite.copy()
     blank[..., 0], blank[..., 2] = blank[..., 1], 0
     assert runtime.rows(blank).shape == (0, 6)
+
+
+def _calls(boxes, classes, scores):
+    """decode() inputs for calls at given board boxes: one 100 px window at the origin, boxes relative to it."""
+    found = [cands.Candidate(tuple(b), (0.0, 0.0, 100.0, 100.0)) for b in boxes]
+    probs = np.zeros((len(boxes), cands.BACKGROUND + 1), np.float32)
+    for i, (c, p) in enumerate(zip(classes, scores)):
+        probs[i, c], probs[i, cands.BACKGROUND] = p, 1.0 - p
+    return found, probs, np.asarray(boxes, np.float32) / 100.0
+
+
+def test_fragments_of_one_defect_become_one_call_with_their_weighted_box():
+    # two fragments of one defect: IoU 0.33 (kept apart by IoU 0.5 NMS), intersection 100 % of the smaller box
+    found, probs, rel = _calls([(10, 10, 30, 20), (10, 10, 20, 20), (60, 60, 70, 70)], [2, 2, 2], [0.9, 0.3, 0.8])
+    rows = vf.decode(found, probs, rel, 0.001)
+    assert rows.shape == (2, 6) and list(rows[:, 4]) == pytest.approx([0.9, 0.8])
+    assert rows[0, :4] == pytest.approx([10, 10, (30 * 0.9 + 20 * 0.3) / 1.2, 20])  # the score-weighted mean box
+    assert rows[1, :4] == pytest.approx([60, 60, 70, 70])
+
+
+def test_overlapping_calls_of_different_types_both_stay():
+    found, probs, rel = _calls([(10, 10, 30, 30), (12, 12, 30, 30)], [0, 2], [0.9, 0.7])
+    rows = vf.decode(found, probs, rel, 0.001)
+    assert sorted(rows[:, 5].astype(int)) == [0, 2] and rows[0, 4] == pytest.approx(0.9)
+
+
+def test_the_detector_interface_serves_the_two_stage_inspector(synthetic_root, trained, tmp_path):
+    """Detector(weights) on a verifier export: callers get Detections from a board and its template, as from YOLO."""
+    from pcb_pipeline.core.reference import MissingTemplateError
+    from pcb_pipeline.vision.detector import Detector
+
+    _, net, _ = trained
+    path = tmp_path / "verifier.onnx"
+    vf.export_onnx(net, path, {"pcb_input": "reference"})
+    vf.save_checkpoint(net, vf.VerifierTrainConfig(width=8), tmp_path / "verifier.pt")
+    detector = Detector(tmp_path / "verifier.pt", conf=0.001, threads=1)  # the .onnx beside it is served
+    assert detector.kind == vf.VERIFIER_KIND and detector.needs_template and detector.backend == "onnxruntime"
+    sample = deeppcb.read_split(deeppcb.split_file_path(synthetic_root))[0]
+    [found] = detector.predict([sample.test_image], templates=[sample.template_image])
+    expected = vf.VerifierRuntime(path, threads=1).rows(sample_composite(sample), 0.001)
+    assert [(d.class_id, d.confidence) for d in found] == [(int(r[5]), round(float(r[4]), 4)) for r in expected]
+    with pytest.raises(MissingTemplateError):
+        detector.predict([sample.test_image])
+    path.unlink()
+    with pytest.raises(ValueError, match="two-stage inspector"):
+        Detector(tmp_path / "verifier.pt")
