@@ -193,6 +193,8 @@ def test_may_is_a_month_only_where_a_month_can_stand(dated_engine, model):
     ("three worst lines by yield",
      "SELECT factory_line_id, ROUND(100.0 * COUNT_IF(defect_count = 0) / COUNT(*), 2) AS y FROM BOARD_INSPECTIONS "
      "GROUP BY 1 ORDER BY y ASC LIMIT 3"),
+    ("number of boards produced by shift",  # "boards produced", not "number of boards" and an unknown word
+     "SELECT production_shift, COUNT(*) FROM PCB_METADATA GROUP BY 1"),
     ("What share of all defects does each line account for?",
      "SELECT factory_line_id, ROUND(100.0 * COUNT(*) / SUM(COUNT(*)) OVER (), 2) FROM DEFECT_LOGS GROUP BY 1"),
 ])

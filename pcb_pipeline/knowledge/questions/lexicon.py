@@ -104,8 +104,44 @@ class Lexicon:
         return sorted(entries, key=lambda e: (-len(e.tokens), KIND_PRIORITY[e.kind]))
 
     # -- matching
-    def match(self, toks: list[str], raw: list[str], quoted: set[str]) -> list[Span]:
-        """Greedy longest-first phrase matching; a phrase may skip one skippable word between two of its words."""
+    def match(self, toks: list[str], raw: list[str], quoted: set[str], filler: frozenset[str] = frozenset()) \
+            -> list[Span]:
+        """Longest phrases first; a phrase may skip one skippable word between two of its words. When that leaves a
+        meaningful word (not in `filler`) unexplained, the cover that explains the most words is taken instead
+        ("number of boards produced": "boards produced", not "number of boards" and an unknown "produced")."""
+        greedy = self._longest_first(toks, raw, quoted)
+        left = self._unexplained(greedy, toks, raw, filler)
+        if not filler or not left:
+            return greedy
+        best = self._best_cover(toks, raw, quoted, filler)
+        return best if self._unexplained(best, toks, raw, filler) < left else greedy
+
+    @staticmethod
+    def _unexplained(spans: list[Span], toks: list[str], raw: list[str], filler: frozenset[str]) -> int:
+        covered = {i for s in spans for i in range(s.start, s.end)}
+        return sum(1 for i in range(len(toks)) if i not in covered and raw[i] not in filler and toks[i] not in filler)
+
+    def _best_cover(self, toks: list[str], raw: list[str], quoted: set[str], filler: frozenset[str]) -> list[Span]:
+        """Non-overlapping phrases leaving the fewest meaningful words unexplained, then the fewest phrases
+        (dynamic programming from the end of the question; ties keep the lexicon's order)."""
+        free = [False] * len(toks)
+        best: list[tuple[int, int, list[Span]]] = [(0, 0, [])] * (len(toks) + 1)
+        for i in range(len(toks) - 1, -1, -1):
+            skip = best[i + 1]
+            choice = (skip[0] + int(raw[i] not in filler and toks[i] not in filler), skip[1], skip[2])
+            for e in self.entries:
+                if e.tokens[0] != toks[i]:
+                    continue
+                j = self._phrase_end(e, i, toks, raw, free)
+                if j is None or (e.ambiguous and not self._value_in_context(i, toks, raw, quoted, e)):
+                    continue
+                option = (best[j][0], best[j][1] + 1, [Span(i, j, e)] + best[j][2])
+                if option[:2] < choice[:2]:
+                    choice = option
+            best[i] = choice
+        return best[0][2]
+
+    def _longest_first(self, toks: list[str], raw: list[str], quoted: set[str]) -> list[Span]:
         taken = [False] * len(toks)
         spans = []
         for e in self.entries:

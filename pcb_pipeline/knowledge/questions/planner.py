@@ -163,7 +163,7 @@ class DataQuestionEngine:
         identifiers, text = self.phrases.identifiers_in(text)
         raw = re.findall(r"[a-z0-9]+(?:\.[0-9]+)?", fold_phrases(text).replace("_", " "))
         toks = [stem(t) for t in raw]
-        spans = self.lexicon.match(toks, raw, set(re.findall(r"'([a-z0-9 \-]+)'", q)))
+        spans = self.lexicon.match(toks, raw, set(re.findall(r"'([a-z0-9 \-]+)'", q)), FILLER)
         r = Reading(q, raw, toks, spans, window, time_grain, numeric, ranking, identifiers, [False] * len(toks))
         for s in spans:
             r.mark(s.start, s.end)
