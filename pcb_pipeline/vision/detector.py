@@ -9,7 +9,7 @@ import numpy as np
 from pcb_pipeline.core.classes import CLASS_NAMES
 from pcb_pipeline.core.reference import (INPUT_MODE_KEY, REFERENCE, TEST_ONLY, MissingTemplateError,
                                          check_input_mode, reference_composite)
-from pcb_pipeline.vision.verifier import VERIFIER_KIND, VerifierRuntime, is_verifier_checkpoint, onnx_kind
+from pcb_pipeline.vision.verifier import VERIFIER_KIND, VerifierRuntime, onnx_kind
 
 
 @dataclass(frozen=True)
@@ -89,9 +89,6 @@ class Detector:
         self.iou = iou
         self.max_det = max_det
         self.kind = "yolo"
-        if self.backend == "torch" and self.weights.suffix == ".pt" and is_verifier_checkpoint(self.weights):
-            raise ValueError(f"{self.weights} is a two-stage inspector's checkpoint: it is served from its ONNX "
-                             f"export ({onnx.name} beside it)")
         if self.backend == "onnxruntime" and onnx_kind(self.weights) == VERIFIER_KIND:
             self.kind, self.imgsz, self.input_mode = VERIFIER_KIND, None, REFERENCE
             self.model = VerifierRuntime(self.weights, threads=threads)
@@ -106,6 +103,9 @@ class Detector:
             from ultralytics import YOLO
 
             ckpt = _checkpoint(self.weights) if self.weights.suffix == ".pt" else {}
+            if VERIFIER_KIND in str(ckpt.get("config", "")):  # weights only, no network to hand to ultralytics
+                raise ValueError(f"{self.weights} is a two-stage inspector's checkpoint: it is served from its ONNX "
+                                 f"export ({onnx.name} beside it)")
             self.imgsz = imgsz or training_imgsz(ckpt)
             self.input_mode = check_input_mode(ckpt.get(INPUT_MODE_KEY) or TEST_ONLY)
             self.model = YOLO(str(self.weights), task="detect")

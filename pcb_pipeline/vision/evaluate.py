@@ -29,6 +29,7 @@ from pcb_pipeline.core.classes import CLASS_NAMES
 from pcb_pipeline.core.detection_metrics import (DEEPPCB_IOU, compare_at_matched_recall, evaluate_detections,
                                                  matched_recall, operating_point)
 from pcb_pipeline.core.reference import TEST_ONLY
+from pcb_pipeline.vision.verifier import VERIFIER_KIND
 
 PROTOCOL_CONF = 0.001  # confidence floor of the protocol predictions (complete PR curves)
 DEFAULT_TARGET_RECALLS = (0.90, 0.99)  # besides the AOI's own operating recall; 0.99: what a factory needs
@@ -162,7 +163,7 @@ def evaluate_split(weights: Path, split_file: Path, imgsz: int | None = None, ba
     samples = select_samples(split_file, val_groups, val_fraction)
     detector = Detector(weights, conf=PROTOCOL_CONF, imgsz=imgsz)
     report = _report_header(weights, split_file, samples, detector, val_groups, val_fraction)
-    if ultralytics_val and detector.kind != "verifier":  # ultralytics' own val needs an ultralytics model
+    if ultralytics_val and detector.kind != VERIFIER_KIND:  # ultralytics' own val needs an ultralytics model
         report.update(_ultralytics_section(weights, samples, detector, batch))
     report["backend"], report["model_kind"] = detector.backend, detector.kind
     gts = [ground_truth(s) for s in samples]

@@ -9,7 +9,7 @@ which the Dagster resources hold with `dg.EnvVar` credentials (Dagster resolves 
 from __future__ import annotations
 
 import os
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -159,11 +159,8 @@ def _container_connection(s: SnowflakeSettings) -> Opener:
                       token=Path(s.token_file).read_text().strip(), database=s.database, schema=s.schema,
                       application="pcb_pipeline")
         kwargs.update({k: v for k, v in (("warehouse", s.warehouse), ("role", s.role)) if v})
-        conn = snowflake.connector.connect(**kwargs)
-        try:
+        with closing(snowflake.connector.connect(**kwargs)) as conn:
             yield conn
-        finally:
-            conn.close()
 
     return connect
 
@@ -173,12 +170,8 @@ def _session_on(connect: Opener) -> Opener:
     def session():
         from snowflake.snowpark import Session
 
-        with connect() as conn:
-            sess = Session.builder.configs({"connection": conn}).create()
-            try:
-                yield sess
-            finally:
-                sess.close()
+        with connect() as conn, closing(Session.builder.configs({"connection": conn}).create()) as sess:
+            yield sess
 
     return session
 

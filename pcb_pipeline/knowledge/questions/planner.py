@@ -25,6 +25,7 @@ from . import conditions
 from .conditions import PhraseReader, RatioClause
 from .lexicon import Lexicon, Span, phrase_tokens
 from .plan import CannotAnswer, Condition, Dimension, Measure, Plan, Ranking, ValueFilter
+from .sql_builder import percentage
 from .time_phrases import TimePhrases, grain
 
 # Words that carry no meaning for the query beyond the cues read explicitly. English, not vocabulary of the model.
@@ -487,12 +488,14 @@ class DataQuestionEngine:
         if not (plan.dimensions or plan.grain):
             raise self.refuse(f"A percentage of all {population} needs a part to measure: which {population} "
                               "(e.g. 'percentage of defects that are shorts') or by what (e.g. 'by line')?")
-        plan.measures = [Measure(f"share_of_{plan.measures[0].name}_pct", plan.base.name, parse_expr(SHARE_OF_TOTAL))]
+        plan.measures = [Measure(f"share_of_{plan.measures[0].name}_pct", plan.base.name, share_of_total())]
         plan.notes.append(f"each group's percentage of all {population} in the answer")
         return plan
 
 
-SHARE_OF_TOTAL = "ROUND(100.0 * COUNT(*) / NULLIF(SUM(COUNT(*)) OVER (), 0), 2)"
+def share_of_total() -> exp.Expression:
+    """Each group's rows as a percentage of all rows: COUNT(*) over SUM(COUNT(*)) OVER ()."""
+    return percentage(exp.Count(this=exp.Star()), exp.Window(this=exp.Sum(this=exp.Count(this=exp.Star()))))
 
 
 def _compare(op: str, left: exp.Expression, right: exp.Expression) -> exp.Expression:

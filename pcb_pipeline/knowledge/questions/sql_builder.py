@@ -64,8 +64,13 @@ def _measure_expr(m: Measure, names: _Aliases) -> exp.Expression:
     if not m.is_ratio:
         return names.column(m.table, m.expr)
     hits = exp.func("COUNT_IF", exp.and_(*[names.column(c.table, c.expr) for c in m.numerator]))
-    share = exp.Div(this=exp.Mul(this=exp.Literal.number("100.0"), expression=hits),
-                    expression=exp.func("NULLIF", exp.Count(this=exp.Star()), exp.Literal.number(0)))
+    return percentage(hits, exp.Count(this=exp.Star()))
+
+
+def percentage(part: exp.Expression, whole: exp.Expression) -> exp.Expression:
+    """ROUND(100.0 * part / NULLIF(whole, 0), 2): how the model writes its own rates."""
+    share = exp.Div(this=exp.Mul(this=exp.Literal.number("100.0"), expression=part),
+                    expression=exp.func("NULLIF", whole, exp.Literal.number(0)))
     return exp.func("ROUND", share, exp.Literal.number(2))
 
 
