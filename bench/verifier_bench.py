@@ -39,33 +39,6 @@ def load_boards(samples, workers: int):
         return list(pool.map(_one, samples, chunksize=16))
 
 
-def _crops(boards):
-    return vf.build_crop_set(boards, log=lambda s: None)
-
-
-def crop_set(boards, workers: int) -> vf.CropSet:
-    chunks = [boards[i::workers] for i in range(workers)]
-    with ProcessPoolExecutor(workers) as pool:
-        parts = list(pool.map(_crops, chunks))
-    # re-index boards back to the original order
-    out = {k: [] for k in vf.CropSet.__dataclass_fields__}
-    for w, part in enumerate(parts):
-        for k in out:
-            v = getattr(part, k)
-            out[k].append(v * workers + w if k == "board" else v)
-    return vf.CropSet(**{k: np.concatenate(v) for k, v in out.items()})
-
-
-def rows_per_board(cs: vf.CropSet, probs, rel, n_boards: int):
-    import pcb_pipeline.core.candidates as cands
-    rows = []
-    for i in range(n_boards):
-        sel = np.where(cs.board == i)[0]
-        found = [cands.Candidate(tuple(cs.candidate_boxes[j]), tuple(cs.windows[j])) for j in sel]
-        rows.append([tuple(r) for r in vf.decode(found, probs[sel], rel[sel], 0.001, (640, 640))])
-    return rows
-
-
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--deeppcb", type=Path, default=ROOT.parent / "shared" / "deeppcb")
@@ -79,7 +52,7 @@ def main() -> int:
     train_s, val_s = deeppcb.group_split(deeppcb.read_split(deeppcb.split_file_path(a.deeppcb)))
     t0 = time.perf_counter()
     train_b, val_b = load_boards(train_s, a.workers), load_boards(val_s, a.workers)
-    tr, va = crop_set(train_b, a.workers), crop_set(val_b, a.workers)
+    tr, va = (vf.build_crop_set(b, log=lambda _: None, workers=a.workers) for b in (train_b, val_b))
     prep = time.perf_counter() - t0
     print(f"crops: train {len(tr.labels)} ({(tr.labels != 6).mean():.2f} positive), val {len(va.labels)}; "
           f"{prep:.0f} s", flush=True)
@@ -89,13 +62,14 @@ def main() -> int:
         net, meta = vf.load_checkpoint(a.weights)
         cfg = vf.VerifierTrainConfig(epochs=a.epochs, width=int(meta["width"]))
     else:
-        net = vf.train_verifier(tr, cfg, va, on_epoch=lambda e, m: print(e, {k: round(v, 4) for k, v in m.items()},
+        net = vf.train_verifier(tr, cfg, va, on_epoch=lambda e, m, _: print(e, {k: round(v, 4) for k, v in m.items()},
                                                                             flush=True))
     train_time = time.perf_counter() - t1
     vf.save_checkpoint(net, cfg, a.out / "verifier.pt")
     vf.export_onnx(net, a.out / "verifier.onnx", {"pcb_input": "reference"})
     probs, rel = vf.predict_crops(net, va.crops, va.scales)
-    model_rows = rows_per_board(va, probs, rel, len(val_b))
+    model_rows = [[tuple(r) for r in rows] for rows in
+                  vf.rows_by_board(va, probs, rel, [c.shape[:2] for c, _ in val_b])]
     gts = [gt for _, gt in val_b]
     aoi_rows = aoi.predict_aoi([aoi.LoadedPair(s, c[..., 0], c[..., 1], g) for s, (c, g) in zip(val_s, val_b)])
     typed = evaluate_detections(model_rows, gts, num_classes=len(CLASS_NAMES))

@@ -55,6 +55,9 @@ from pcb_pipeline.core.detection_metrics import (DEEPPCB_IOU, box_iou, compare_a
 from pcb_pipeline.vision import verifier as vf  # noqa: E402
 from pcb_pipeline.vision.onnx_runtime import nms  # noqa: E402
 
+# The decode this diagnosis started from: IoU 0.5, class-agnostic NMS (production now merges by class, NMS_OVERLAP).
+BASELINE_NMS_IOU = 0.5
+
 BG = cands.BACKGROUND
 SIZE = (640, 640)
 # the 8 symmetries as (hflip, vflip, transpose), applied in that order as in verifier._augment; identity first
@@ -227,7 +230,7 @@ def aoi_called(aoi_rows, threshold: float = aoi.DEFAULT_PARAMS.threshold):
     return [np.asarray([r for r in rows if r[4] >= threshold], np.float64).reshape(-1, 6) for rows in aoi_rows]
 
 
-def decode_board(cs: vf.CropSet, sel: np.ndarray, probs, rel, nms_iou: float | None = vf.NMS_IOU,
+def decode_board(cs: vf.CropSet, sel: np.ndarray, probs, rel, nms_iou: float | None = BASELINE_NMS_IOU,
                  class_aware: bool = False, fusion: dict | None = None, aoi_board=None, aoi_all_board=None,
                  conf: float = 0.001, metric: str = "iou", merge: bool | str = False):
     """verifier.decode with levers. Returns (rows (M, 6) float32, crop index per row, pre-NMS (boxes, score, idx))."""
@@ -318,7 +321,7 @@ def decode_all(side: dict, probs, rel, cfg: dict):
     by_board = side.setdefault("_by_board", [np.where(cs.board == i)[0] for i in range(n)])
     rows, idx, pre = [], [], []
     for i in range(n):
-        r, k, p = decode_board(cs, by_board[i], probs, rel, cfg.get("nms_iou", vf.NMS_IOU),
+        r, k, p = decode_board(cs, by_board[i], probs, rel, cfg.get("nms_iou", BASELINE_NMS_IOU),
                                cfg.get("class_aware", False), cfg.get("fusion"), called[i], allr[i],
                                metric=cfg.get("nms_metric", "iou"), merge=cfg.get("merge", False))
         rows.append(r)
@@ -568,7 +571,7 @@ def main() -> int:
     t_eval = time.perf_counter()
 
     # ---- baseline, checked against the bench's decoding
-    base_cfg = {"tta": "none", "nms_iou": vf.NMS_IOU, "class_aware": False, "fusion": None}
+    base_cfg = {"tta": "none", "nms_iou": BASELINE_NMS_IOU, "class_aware": False, "fusion": None}
     res = {}
     for s, side in (("train", tr), ("val", va)):
         pr, bx = views[s]["none"]

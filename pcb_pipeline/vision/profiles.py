@@ -16,7 +16,12 @@ PROFILES: dict[str, dict] = {
     # (input_mode=reference) when boards come with templates.
     "full": {"model": "yolo12n.yaml", "imgsz": 960, "epochs": 90, "batch": 32, "device": 0, "workers": 8,
              "cache": "ram", "patience": 50, "close_mosaic": 30, "seed": 0, **BINARY_BOARD_AUGMENT},
+    # The two-stage reference inspector (vision.verifier_training): the legacy AOI proposes candidates, a small CNN
+    # trained from scratch on their crops calls each one a defect type or "no defect". Needs a reference-mode
+    # dataset (boards with templates). CPU, a fixed number of epochs; the epoch with the best val mAP50 is kept.
+    "verifier": {"kind": "verifier", "epochs": 40, "width": 32, "batch": 128, "lr": 2e-3, "seed": 0, "workers": 2},
     # Tests: seconds.
+    "verifier_smoke": {"kind": "verifier", "epochs": 2, "width": 8, "batch": 64, "lr": 2e-3, "seed": 0, "workers": 1},
     "smoke": {"model": "yolo12n.yaml", "imgsz": 160, "epochs": 1, "batch": 8, "device": "cpu", "workers": 0,
               "patience": 100, **BINARY_BOARD_AUGMENT},
 }

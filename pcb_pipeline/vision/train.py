@@ -3,7 +3,8 @@
     python -m pcb_pipeline.vision.train --data DATASET_DIR --profile demo --out OUT_DIR [--set key=value ...]
 
 Writes OUT_DIR/best.pt, OUT_DIR/best.onnx (unless --no-onnx), OUT_DIR/metrics.json and logs params, per-epoch
-metrics, plots and weights to the MLflow tracking server in MLFLOW_TRACKING_URI.
+metrics, plots and weights to the MLflow tracking server in MLFLOW_TRACKING_URI. A profile of kind "verifier"
+trains the two-stage reference inspector (vision.verifier_training) instead of a YOLO, with the same outputs.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from pcb_pipeline.core.progress import clock  # noqa: E402
 from pcb_pipeline.core.yolo_format import dataset_input_mode  # noqa: E402
 from pcb_pipeline.vision.detector import stamp_input_mode  # noqa: E402
 from pcb_pipeline.vision.profiles import resolve_profile, training_device  # noqa: E402
+from pcb_pipeline.vision.verifier import VERIFIER_KIND  # noqa: E402
 
 EXPERIMENT = os.environ.get("PCB_MLFLOW_EXPERIMENT", "pcb_defect_detector")
 
@@ -142,6 +144,35 @@ def _ensure_experiment(mlflow) -> None:
 
 def train(args: argparse.Namespace) -> dict:
     settings.configure()
+    params = resolve_profile(args.profile, args.overrides)
+    result = train_verifier(args, params) if params.get("kind") == VERIFIER_KIND else train_yolo(args, params)
+    (args.out / "metrics.json").write_text(json.dumps(result, indent=2))
+    print("PCB_TRAINING_RESULT " + json.dumps(result), flush=True)
+    return result
+
+
+def train_verifier(args: argparse.Namespace, params: dict) -> dict:
+    """The two-stage reference inspector (vision.verifier_training), in an MLflow run like the YOLO's."""
+    import mlflow
+
+    from pcb_pipeline.vision.verifier_training import train_two_stage
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    _ensure_experiment(mlflow)
+    with mlflow.start_run(run_name=args.run_name) as run:
+        mlflow.log_params({"profile": args.profile, "model": "two-stage reference inspector (AOI + verifier)",
+                           "input_mode": dataset_input_mode(args.data)})
+        mlflow.set_tags({"pcb.entrypoint": "pcb_pipeline.vision.train", "pcb.dataset": str(args.data),
+                         "pcb.kind": VERIFIER_KIND})
+        result = train_two_stage(args.data, args.out, params, mlflow, log=lambda s: print(s, flush=True))
+        mlflow.log_metrics({f"final_{k}": v for k, v in result["metrics"].items()})
+        for name in ("best.pt", "best.onnx"):
+            mlflow.log_artifact(str(args.out / name), artifact_path="weights")
+        return {"run_id": run.info.run_id, "profile": args.profile, **result}
+
+
+def train_yolo(args: argparse.Namespace, params: dict) -> dict:
+    """YOLOv12 by ultralytics, from its yaml (or a warm-start .pt)."""
     import mlflow
     from ultralytics import YOLO
     from ultralytics import settings as yolo_settings
@@ -150,7 +181,6 @@ def train(args: argparse.Namespace) -> dict:
     quiet = {"mlflow": False, "wandb": False, "tensorboard": False, "clearml": False, "comet": False, "dvc": False,
              "raytune": False, "sync": False, "vscode_msg": False, "openvino_msg": False}
     yolo_settings.update({k: v for k, v in quiet.items() if k in yolo_settings})
-    params = resolve_profile(args.profile, args.overrides)
     params["device"], params["batch"], why = training_device(params["device"], _cuda_devices(), params["batch"])
     print(f"training on {why}", flush=True)
     model_cfg = params.pop("model")
@@ -208,12 +238,9 @@ def train(args: argparse.Namespace) -> dict:
         mlflow.log_artifact(str(args.out / "best.pt"), artifact_path="weights")
         if onnx_path:
             mlflow.log_artifact(str(onnx_path), artifact_path="weights")
-        result = {"run_id": run.info.run_id, "metrics": metrics, "imgsz": params["imgsz"], "profile": args.profile,
-                  "input_mode": input_mode,
-                  "weights": "best.pt", "onnx": "best.onnx" if onnx_path else None}
-    (args.out / "metrics.json").write_text(json.dumps(result, indent=2))
-    print("PCB_TRAINING_RESULT " + json.dumps(result), flush=True)
-    return result
+        return {"run_id": run.info.run_id, "metrics": metrics, "imgsz": params["imgsz"], "profile": args.profile,
+                "input_mode": input_mode, "kind": "yolo", "weights": "best.pt",
+                "onnx": "best.onnx" if onnx_path else None}
 
 
 def main(argv: list[str] | None = None) -> int:

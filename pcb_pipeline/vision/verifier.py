@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from concurrent.futures import ProcessPoolExecutor
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -51,22 +52,37 @@ def board_crops(composite: np.ndarray, ground_truth=()) -> tuple[list[cands.Cand
     return found, crops, scales, labels, boxes
 
 
-def build_crop_set(boards: list[tuple[np.ndarray, list]], log: Callable[[str], None] = print) -> CropSet:
-    """Crops and targets for (composite, ground truth rows) boards."""
+def _board_parts(item, load: Callable | None):
+    composite, gt = load(item) if load else item
+    return board_crops(composite, gt)
+
+
+def build_crop_set(boards: Sequence, log: Callable[[str], None] = print, workers: int = 1,
+                   load: Callable | None = None) -> CropSet:
+    """Crops and targets of many boards, in board order: `boards` holds (composite, ground truth rows) pairs, or
+    items that `load` (a module-level function, so worker processes can run it) turns into such pairs."""
+    from functools import partial
+
     from pcb_pipeline.core.progress import Progress
 
     parts: dict[str, list] = {k: [] for k in CropSet.__dataclass_fields__}
     progress = Progress("verifier crops", len(boards), log)
-    for i, (composite, gt) in enumerate(boards):
-        found, crops, scales, labels, boxes = board_crops(composite, gt)
-        parts["crops"].append(crops)
-        parts["scales"].append(scales)
-        parts["labels"].append(labels)
-        parts["boxes"].append(boxes)
-        parts["board"].append(np.full(len(found), i, dtype=np.int64))
-        parts["windows"].append(np.array([c.window for c in found], dtype=np.float64).reshape(-1, 4))
-        parts["candidate_boxes"].append(np.array([c.box for c in found], dtype=np.float64).reshape(-1, 4))
-        progress.step()
+    pool = ProcessPoolExecutor(workers) if workers > 1 else None
+    try:
+        results = (pool.map(partial(_board_parts, load=load), boards, chunksize=8) if pool
+                   else (_board_parts(b, load) for b in boards))
+        for i, (found, crops, scales, labels, boxes) in enumerate(results):
+            parts["crops"].append(crops)
+            parts["scales"].append(scales)
+            parts["labels"].append(labels)
+            parts["boxes"].append(boxes)
+            parts["board"].append(np.full(len(found), i, dtype=np.int64))
+            parts["windows"].append(np.array([c.window for c in found], dtype=np.float64).reshape(-1, 4))
+            parts["candidate_boxes"].append(np.array([c.box for c in found], dtype=np.float64).reshape(-1, 4))
+            progress.step()
+    finally:
+        if pool:
+            pool.shutdown()
     return CropSet(**{k: np.concatenate(v) for k, v in parts.items()})
 
 
@@ -131,8 +147,9 @@ class VerifierTrainConfig:
 
 
 def train_verifier(train: CropSet, cfg: VerifierTrainConfig, val: CropSet | None = None,
-                   on_epoch: Callable[[int, dict], None] | None = None):
-    """A fixed, seeded amount of work (epochs), the same on any machine. Returns the network (eval mode)."""
+                   on_epoch: Callable[[int, dict, object], None] | None = None):
+    """A fixed, seeded amount of work (epochs), the same on any machine. Returns the network (eval mode);
+    `on_epoch(epoch, metrics, net)` sees the network after each epoch (in eval mode; training resumes after)."""
     import torch
     from torch.nn import functional as F
 
@@ -177,7 +194,8 @@ def train_verifier(train: CropSet, cfg: VerifierTrainConfig, val: CropSet | None
             probs, _ = predict_crops(net, val.crops, val.scales)
             metrics["val_accuracy"] = float((probs.argmax(1) == val.labels).mean())
         if on_epoch:
-            on_epoch(epoch, metrics)
+            net.eval()
+            on_epoch(epoch, metrics, net)
     net.eval()
     return net
 
@@ -220,6 +238,17 @@ def decode(found: list[cands.Candidate], probs: np.ndarray, rel_boxes: np.ndarra
     order = np.concatenate(kept) if kept else np.zeros(0, np.int64)
     order = order[np.argsort(-score[order], kind="stable")]
     return np.column_stack([boxes[order], score[order], cls[order]]).astype(np.float32)
+
+
+def rows_by_board(cs: CropSet, probs: np.ndarray, rel_boxes: np.ndarray, sizes: Sequence[tuple[int, int]],
+                  conf: float = 0.001) -> list[np.ndarray]:
+    """`decode` of every board of a crop set (board i has size sizes[i]), from predictions of all its crops."""
+    out = []
+    for i, size in enumerate(sizes):
+        sel = np.flatnonzero(cs.board == i)
+        found = [cands.Candidate(tuple(cs.candidate_boxes[j]), tuple(cs.windows[j])) for j in sel]
+        out.append(decode(found, probs[sel], rel_boxes[sel], conf, size))
+    return out
 
 
 def merge_overlapping(boxes: np.ndarray, score: np.ndarray, members: np.ndarray,

@@ -34,7 +34,7 @@ def trained(boards):
     crop_set = vf.build_crop_set(boards, log=lambda _: None)
     seen = []
     net = vf.train_verifier(crop_set, vf.VerifierTrainConfig(epochs=3, batch=32, width=8, threads=1), crop_set,
-                            on_epoch=lambda e, m: seen.append((e, m)))
+                            on_epoch=lambda e, m, _net: seen.append((e, m)))
     return crop_set, net, seen
 
 
