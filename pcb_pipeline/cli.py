@@ -291,8 +291,10 @@ def _add_demo(sub) -> None:
                     "model, write DEFECT_LOGS for the held-out boards, build the SOP search corpus, then print the "
                     "champion and the golden query. State lives under PCB_HOME.")
     d.add_argument("--deeppcb-root", help="a Deep PCB folder (holding PCBData/); default: synthetic boards")
-    d.add_argument("--profile", default="demo",
-                   help="training profile: demo (CPU, 20 epochs at 320, ~10 min on 2 cores), full (GPU), smoke (tests)")
+    d.add_argument("--profile", default=None,
+                   help="training profile: verifier (the two-stage reference inspector, CPU; the default with "
+                        "--deeppcb-root), demo (YOLOv12, CPU, 20 epochs at 320, ~10 min on 2 cores; the default on "
+                        "synthetic boards), full (YOLOv12, GPU), smoke / verifier_smoke (tests)")
     d.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override one training setting of the profile, e.g. --set epochs=40 (ultralytics train args)")
     d.add_argument("--min-map50", type=float, default=None, help="promotion threshold (default 0.5)")

@@ -11,6 +11,12 @@ from typing import Any
 from pcb_pipeline import settings
 
 
+def default_profile(deeppcb_root: str | None, input_mode: str) -> str:
+    """Real boards with templates train the two-stage reference inspector (on a CPU it beats the legacy AOI, a
+    CPU-trained YOLO does not: bench/VERIFIER_RESULTS.md); synthetic boards, or boards alone, a YOLOv12."""
+    return "verifier" if deeppcb_root and input_mode == "reference" else "demo"
+
+
 def demo_run_config(deeppcb_root: str | None = None, profile: str = "demo", synthetic_groups: int = 5,
                     synthetic_images_per_group: int = 40, overrides: dict | None = None,
                     confidence: float = 0.25, input_mode: str = "reference") -> dict:
@@ -49,10 +55,12 @@ def failure_message(result, minutes: float, dagster_home) -> str:
             f"the run's logs are in `dagster dev -w workspace.yaml` (DAGSTER_HOME={dagster_home}).")
 
 
-def run_demo(deeppcb_root: str | None = None, profile: str = "demo", min_map50: float | None = None,
+def run_demo(deeppcb_root: str | None = None, profile: str | None = None, min_map50: float | None = None,
              input_mode: str = "reference", overrides: dict | None = None) -> int:
     os.environ["PCB_BACKEND"] = "local"  # the demo is the embedded default, whatever the shell says
     p = settings.configure()
+    deeppcb_root = deeppcb_root or os.environ.get("PCB_DEEPPCB_ROOT") or None
+    profile = profile or default_profile(deeppcb_root, input_mode)
     import dagster as dg
 
     from pcb_pipeline.backends.factory import registry, warehouse
@@ -64,6 +72,7 @@ def run_demo(deeppcb_root: str | None = None, profile: str = "demo", min_map50: 
     defs = build_defs(resources)
     started = time.time()
     print(f"PCB_HOME: {p.home}  (stage {p.stage}, warehouse {p.warehouse}, MLflow {p.mlflow_uri})", flush=True)
+    print(f"boards: {deeppcb_root or 'synthetic'}; training profile {profile}", flush=True)
     result = defs.resolve_job_def("pcb_pipeline_job").execute_in_process(
         run_config=demo_run_config(deeppcb_root, profile, overrides=overrides, input_mode=input_mode),
         instance=dg.DagsterInstance.get(), raise_on_error=False)

@@ -24,13 +24,20 @@ def _figures(key: str, start: date, end: date) -> dict:
 
 @st.cache_data(ttl=120, show_spinner=False)
 def _false_calls(key: str):
+    """An evaluation report on the stage first (`pcb-pipeline evaluate --publish`), else what the champion's
+    training measured against the AOI on its validation boards."""
     try:
-        run_id = ui.champion().run_id
+        champion = ui.champion()
     except Exception:  # noqa: BLE001 - no champion: look at the generic locations only
-        run_id = None
+        champion = None
     from pcb_pipeline import settings
 
-    return data.load_false_call_figures(ui.get_stage(), run_id, settings.paths().work)
+    report = data.load_false_call_figures(ui.get_stage(), champion.run_id if champion else None,
+                                          settings.paths().work)
+    if report is None and champion is not None:
+        return data.false_call_figures_from_metrics(champion.metrics, f"the validation boards of champion "
+                                                                      f"v{champion.version}'s training")
+    return report
 
 
 def _pct(v) -> str:
@@ -73,7 +80,8 @@ def _kpi_cards(k: dict, fc) -> None:
     else:
         c5.metric("False-call rate vs AOI", "not measured",
                   help="No evaluation report with an `aoi_baseline` comparison on the stage yet "
-                       "(models/evaluation.json): run `pcb-pipeline evaluate`.")
+                       "(models/evaluation.json) and the champion's training did not measure one: run "
+                       "`pcb-pipeline evaluate --publish`.")
 
 
 def _question_box() -> None:

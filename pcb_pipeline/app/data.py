@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 from sqlglot import exp
 
+from pcb_pipeline.core.detection_metrics import AT_AOI_RECALL
 from pcb_pipeline.knowledge.semantic_model import load_semantic_model
 
 INSPECTIONS, DEFECTS = "board_inspections", "defect_logs"  # logical tables of the semantic model
@@ -236,6 +237,16 @@ def parse_false_call_report(report: dict, source: str = "") -> FalseCallFigures 
     recall = _num(report.get("target_recall"))
     recall = recall if recall is not None else _num(nested.get("target_recall"))
     return FalseCallFigures(model_fpr, baseline_fpr, reduction, recall, source)
+
+
+def false_call_figures_from_metrics(metrics: dict, source: str) -> FalseCallFigures | None:
+    """The figures a model's training recorded against the AOI on its validation boards (flat registry metrics
+    named by `core.detection_metrics.comparison_metrics`, at the AOI's operating recall), else None."""
+    def get(figure: str) -> float | None:
+        return _num(metrics.get(f"{figure}_{AT_AOI_RECALL}"))
+
+    figures = FalseCallFigures(get("fpr"), get("aoi_fpr"), get("fpr_reduction"), get("target_recall"), source)
+    return figures if figures.measured else None
 
 
 def load_false_call_figures(stage, champion_run_id: str | None = None,

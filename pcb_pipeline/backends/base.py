@@ -72,7 +72,7 @@ class Warehouse(Protocol):
 @dataclass
 class TrainingRequest:
     dataset_dir: Path  # a local YOLO dataset (data.yaml inside) the dispatcher makes available to the payload
-    profile: str  # "demo" (CPU, minutes) or "full" (GPU)
+    profile: str  # a training profile (vision.profiles): "demo" (CPU), "full" (GPU), "verifier" (two-stage), ...
     run_name: str
     overrides: dict = field(default_factory=dict)  # ultralytics train() keyword overrides
     output_stage_prefix: str = "models"
@@ -85,6 +85,7 @@ class TrainingResult:
     onnx_stage_path: str | None
     metrics: dict[str, float]
     local_weights: Path | None = None
+    kind: str = "yolo"  # or "verifier": the two-stage reference inspector (vision.verifier)
 
 
 @runtime_checkable

@@ -320,4 +320,5 @@ def collect_training_output(out_dir: Path, stage, request: TrainingRequest) -> T
     onnx = stage.put_file(out_dir / "best.onnx", f"{prefix}/best.onnx") if result.get("onnx") else None
     stage.put_file(out_dir / "metrics.json", f"{prefix}/metrics.json")
     return TrainingResult(run_id=result["run_id"], weights_stage_path=weights, onnx_stage_path=onnx,
-                          metrics=result["metrics"], local_weights=out_dir / "best.pt")
+                          metrics=result["metrics"], local_weights=out_dir / "best.pt",
+                          kind=result.get("kind", "yolo"))

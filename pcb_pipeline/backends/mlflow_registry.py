@@ -56,7 +56,7 @@ class MLflowRegistry:
             info = mlflow.pyfunc.log_model(
                 name="model", python_model=str(MODEL_FILE), artifacts=artifacts,
                 signature=infer_signature(example_in, example_out),
-                pip_requirements=["ultralytics==8.4.190", "onnxruntime==1.32.0", "pillow", "pandas"],
+                pip_requirements=["ultralytics==8.4.190", "onnx==1.23.2", "onnxruntime==1.32.0", "pillow", "pandas"],
             )
         mv = mlflow.register_model(info.model_uri, self.model_name)
         for k, v in result.metrics.items():

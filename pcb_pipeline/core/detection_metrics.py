@@ -342,3 +342,21 @@ def compare_at_matched_recall(model_predictions, baseline_predictions, ground_tr
         "fpr_reduction": ratio(pm.fpr, pb.fpr),  # 1 - model false-call rate / baseline false-call rate
         "false_calls_reduction": ratio(pm.false_calls_per_board, pb.false_calls_per_board),
     }
+
+
+# Names of a matched-recall comparison flattened into plain metrics (a model registry stores flat floats):
+# <figure>_<point>, point AT_AOI_RECALL (the baseline's operating recall) or AT_RECALL_099.
+AT_AOI_RECALL = "aoi_recall"
+AT_RECALL_099 = "recall_0_99"
+COMPARISON_FIGURES = ("fpr", "aoi_fpr", "false_calls_per_board", "aoi_false_calls_per_board", "fpr_reduction",
+                      "target_recall")
+
+
+def comparison_metrics(comparison: dict, point: str) -> dict[str, float]:
+    """A `compare_at_matched_recall` result as flat metrics named `<figure>_<point>` (COMPARISON_FIGURES); a
+    figure that is undefined (no baseline false call to reduce) is left out."""
+    model, base = comparison["model"], comparison["baseline"]
+    values = {"fpr": model["fpr"], "aoi_fpr": base["fpr"], "false_calls_per_board": model["false_calls_per_board"],
+              "aoi_false_calls_per_board": base["false_calls_per_board"],
+              "fpr_reduction": comparison["fpr_reduction"], "target_recall": comparison["target_recall"]}
+    return {f"{k}_{point}": float(v) for k, v in values.items() if v is not None}

@@ -19,6 +19,7 @@ from pcb_pipeline.defs.preview import preview_markdown
 from pcb_pipeline.defs.scratch import scratch_dir
 from pcb_pipeline.defs.resources import RegistryProvider, StageProvider, TrainingProvider, WarehouseProvider
 from pcb_pipeline.vision.inference import store
+from pcb_pipeline.vision.profiles import check_profile_for_dataset
 
 GOLDEN_QUERY = ("SELECT detected_class, COUNT(*) FROM DEFECT_LOGS WHERE factory_line_id = 'SHANGHAI' "
                 "AND timestamp >= DATEADD(week, -1, CURRENT_DATE()) GROUP BY detected_class")
@@ -113,16 +114,24 @@ def yolo_dataset(config: DatasetConfig, stage: StageProvider) -> dg.MaterializeR
 
 # --------------------------------------------------------------------------------------------------- training
 class TrainingConfig(dg.Config):
-    profile: str = "demo"  # demo (CPU, minutes) | full (GPU) | smoke (tests)
+    # demo (YOLO, CPU, minutes) | full (YOLO, GPU) | verifier (the two-stage reference inspector, CPU; needs
+    # yolo_dataset's input_mode=reference) | smoke, verifier_smoke (tests)
+    profile: str = "demo"
     overrides: dict[str, str] = {}  # ultralytics train() keyword overrides, e.g. {"epochs": "30"}
 
 
 @dg.asset(group_name="vision", kinds={"pytorch", "mlflow"}, deps=[yolo_dataset])
 def trained_detector(context: dg.AssetExecutionContext, config: TrainingConfig, stage: StageProvider,
                      trainer: TrainingProvider) -> dg.MaterializeResult:
-    """YOLOv12-n trained from yolo12n.yaml by the training entrypoint; metrics in MLflow, weights on the stage."""
+    """The detector trained by the training entrypoint: YOLOv12-n from yolo12n.yaml, or with a profile of kind
+    verifier the two-stage reference inspector (AOI candidates + a crop verifier); metrics in MLflow (the same names
+    for both kinds), weights on the stage."""
     st = stage.get()
     dataset = st.get_dir(DATASET_PREFIX, scratch_dir("train_dataset") / "dataset")
+    try:
+        check_profile_for_dataset(config.profile, yolo_format.dataset_input_mode(dataset))
+    except ValueError as e:
+        raise dg.Failure(str(e), allow_retries=False) from None
     run_name = f"{config.profile}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}"
     request = TrainingRequest(dataset_dir=dataset, profile=config.profile, run_name=run_name,
                               overrides=dict(config.overrides))
@@ -131,6 +140,7 @@ def trained_detector(context: dg.AssetExecutionContext, config: TrainingConfig, 
     m = result.metrics
     return dg.MaterializeResult(metadata={
         "mlflow_run_id": result.run_id,
+        "model_kind": result.kind,
         "input_mode": yolo_format.dataset_input_mode(dataset),
         "weights": result.weights_stage_path,
         "onnx": result.onnx_stage_path or "not exported",
@@ -141,6 +151,7 @@ def trained_detector(context: dg.AssetExecutionContext, config: TrainingConfig, 
         "train_seconds": dg.MetadataValue.float(m.get("train_seconds", float("nan"))),
         "per_class_ap50": dg.MetadataValue.json({k[5:]: v for k, v in m.items() if k.startswith("ap50_")
                                                  and not k.startswith("ap50_95")}),
+        **candidate.against_aoi_metadata(m),
     })
 
 

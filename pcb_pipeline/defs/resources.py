@@ -91,12 +91,15 @@ class WarehouseResource(WarehouseProvider):
 
 
 class TrainingResource(TrainingProvider):
-    """Runs the training entrypoint as a local subprocess."""
+    """Runs the training entrypoint as a local subprocess; it logs to `tracking_uri` (the registry's store), else to
+    the MLflow store of PCB_HOME."""
 
     work_dir: str
+    tracking_uri: str | None = None
 
     def get(self, stage: Stage) -> TrainingDispatcher:
-        return LocalTrainingDispatcher(stage, Path(self.work_dir))
+        env = {"MLFLOW_TRACKING_URI": self.tracking_uri} if self.tracking_uri else None
+        return LocalTrainingDispatcher(stage, Path(self.work_dir), env=env)
 
 
 class RegistryResource(RegistryProvider):
@@ -134,7 +137,7 @@ def local_resources(min_map50: float | None = None, settings: factory.PipelineSe
     return {
         "stage": StageResource(root=str(p.stage)),
         "warehouse": WarehouseResource(path=str(p.warehouse)),
-        "trainer": TrainingResource(work_dir=str(p.work)),
+        "trainer": TrainingResource(work_dir=str(p.work), tracking_uri=p.mlflow_uri),
         "registry": RegistryResource(tracking_uri=p.mlflow_uri,
                                      min_map50=s.quality.min_map50 if min_map50 is None else min_map50),
         "search_index": SearchIndexResource(index_dir=str(p.sop_index)),

@@ -1,6 +1,9 @@
 """Training profiles. Deep PCB images are binary: colour jitter means nothing, flips and mosaic do."""
 from __future__ import annotations
 
+from pcb_pipeline.core.reference import REFERENCE
+from pcb_pipeline.vision.verifier import VERIFIER_KIND
+
 BINARY_BOARD_AUGMENT = {"hsv_h": 0.0, "hsv_s": 0.0, "hsv_v": 0.0, "fliplr": 0.5, "flipud": 0.5, "degrees": 0.0,
                         "mosaic": 1.0, "mixup": 0.0, "translate": 0.1, "scale": 0.3}
 
@@ -31,6 +34,17 @@ def resolve_profile(profile: str, overrides: dict | None = None) -> dict:
     if profile not in PROFILES:
         raise ValueError(f"unknown training profile {profile!r}: choose one of {sorted(PROFILES)}")
     return {**PROFILES[profile], **(overrides or {})}
+
+
+def check_profile_for_dataset(profile: str, input_mode: str) -> dict:
+    """The resolved profile, or ValueError when it cannot train on a dataset of this input mode (the two-stage
+    inspector compares each board with its template: it needs reference composites)."""
+    params = resolve_profile(profile)
+    if params.get("kind") == VERIFIER_KIND and input_mode != REFERENCE:
+        raise ValueError(f"profile {profile!r} trains the two-stage reference inspector, which compares each board "
+                         f"with its template, but the dataset holds {input_mode!r} images: build it with "
+                         f"input_mode=reference (yolo_dataset's config)")
+    return params
 
 
 def training_device(requested, cuda_devices: int, batch: int) -> tuple[str | int, int, str]:

@@ -227,11 +227,13 @@ def decode(found: list[cands.Candidate], probs: np.ndarray, rel_boxes: np.ndarra
     score = 1.0 - probs[:, cands.BACKGROUND]
     cls = probs[:, :cands.BACKGROUND].argmax(1)
     boxes = np.array([cands.from_window(r, c.window) for r, c in zip(rel_boxes, found)], dtype=np.float32)
+    # the box head predicts four coordinates independently: order each pair (an early model may swap them)
+    boxes = np.concatenate([np.minimum(boxes[:, :2], boxes[:, 2:]), np.maximum(boxes[:, :2], boxes[:, 2:])], 1)
     if size is not None:
         h, w = size
         boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)
         boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h)
-    keep = score >= conf
+    keep = (score >= conf) & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])  # no area: no call
     boxes, score, cls = boxes[keep], score[keep], cls[keep]
     kept = [m[k] for m, k in ((m, merge_overlapping(boxes, score, m)) for m in
                               (np.flatnonzero(cls == c) for c in np.unique(cls)))]

@@ -19,7 +19,8 @@ import numpy as np
 from pcb_pipeline.core import aoi
 from pcb_pipeline.core import candidates as cands
 from pcb_pipeline.core.classes import CLASS_NAMES, NUM_CLASSES
-from pcb_pipeline.core.detection_metrics import DEEPPCB_IOU, compare_at_matched_recall, evaluate_detections
+from pcb_pipeline.core.detection_metrics import (AT_AOI_RECALL, AT_RECALL_099, DEEPPCB_IOU, comparison_metrics,
+                                                 compare_at_matched_recall, evaluate_detections)
 from pcb_pipeline.core.images import read_image
 from pcb_pipeline.core.reference import REFERENCE
 from pcb_pipeline.core.yolo_format import IMAGE_GLOB, dataset_input_mode, parse_yolo_label_file
@@ -92,18 +93,12 @@ def detection_metrics(rows: list, gts: list) -> dict[str, float]:
 
 
 def against_aoi(rows: list, boards: list[tuple[np.ndarray, list]]) -> dict[str, float]:
-    """False calls per board of the two-stage inspector against the legacy AOI (default parameters) on the same
-    boards, at the AOI's operating recall and at recall 0.99 (class-agnostic: the AOI's call is what it replaces)."""
+    """False calls of the two-stage inspector against the legacy AOI (default parameters) on the same boards, at
+    the AOI's operating recall and at recall 0.99 (class-agnostic: the AOI's call is what it replaces)."""
     aoi_rows = [aoi.inspect_pair(c[..., 0], c[..., 1]).rows() for c, _ in boards]
     gts = [gt for _, gt in boards]
-    out = {}
-    for name, target in (("aoi_recall", None), ("recall_0_99", 0.99)):
-        cmp = compare_at_matched_recall(rows, aoi_rows, gts, target_recall=target)
-        out[f"false_calls_per_board_{name}"] = cmp["model"]["false_calls_per_board"]
-        out[f"aoi_false_calls_per_board_{name}"] = cmp["baseline"]["false_calls_per_board"]
-        if cmp["fpr_reduction"] is not None:
-            out[f"fpr_reduction_{name}"] = cmp["fpr_reduction"]
-    return {k: float(v) for k, v in out.items()}
+    return {**comparison_metrics(compare_at_matched_recall(rows, aoi_rows, gts), AT_AOI_RECALL),
+            **comparison_metrics(compare_at_matched_recall(rows, aoi_rows, gts, target_recall=0.99), AT_RECALL_099)}
 
 
 def confusion(labels: np.ndarray, predicted: np.ndarray) -> np.ndarray:

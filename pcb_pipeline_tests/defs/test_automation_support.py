@@ -84,7 +84,7 @@ class World:
                   model_name: str = "pcb_defect_detector") -> dict:
         return {"stage": StageResource(root=str(self.stage_root)),
                 "warehouse": WarehouseResource(path=str(self.warehouse_path)),
-                "trainer": trainer or TrainingResource(work_dir=str(self.home / "work")),
+                "trainer": trainer or TrainingResource(work_dir=str(self.home / "work"), tracking_uri=self.tracking_uri),
                 "registry": RegistryResource(tracking_uri=self.tracking_uri, min_map50=min_map50,
                                              model_name=model_name)}
 

@@ -124,6 +124,13 @@ def test_overlapping_calls_of_different_types_both_stay():
     assert sorted(rows[:, 5].astype(int)) == [0, 2] and rows[0, 4] == pytest.approx(0.9)
 
 
+def test_swapped_coordinates_are_ordered_and_boxes_without_area_dropped():
+    # an early model's box head may put x2 left of x1; a box squeezed to nothing at the board edge is no call
+    found, probs, rel = _calls([(30, 20, 10, 10), (80, 40, 90, 50)], [1, 3], [0.9, 0.8])
+    rows = vf.decode(found, probs, rel, 0.001, size=(60, 60))
+    assert rows.shape == (1, 6) and rows[0, :4] == pytest.approx([10, 10, 30, 20]) and rows[0, 5] == 1
+
+
 def test_the_detector_interface_serves_the_two_stage_inspector(synthetic_root, trained, tmp_path):
     """Detector(weights) on a verifier export: callers get Detections from a board and its template, as from YOLO."""
     from pcb_pipeline.core.reference import MissingTemplateError

@@ -24,8 +24,10 @@ PACKAGE_DIR = Path(__file__).resolve().parents[2]
 CHAMPION_ALIAS = "CHAMPION"
 TARGET_PLATFORMS = ("SNOWPARK_CONTAINER_SERVICES",)
 # What the inference container needs on top of the base image (torch comes in with ultralytics; cuda_version makes
-# Snowflake build a CUDA image so a GPU service can be created from the version).
-DEFAULT_MODEL_PIP = ["ultralytics==8.4.190", "onnxruntime==1.32.0", "pillow>=10", "pandas>=2", "pyyaml>=6"]
+# Snowflake build a CUDA image so a GPU service can be created from the version; onnx reads which kind of model an
+# export is, vision.verifier.onnx_kind).
+DEFAULT_MODEL_PIP = ["ultralytics==8.4.190", "onnx==1.23.2", "onnxruntime==1.32.0", "pillow>=10", "pandas>=2",
+                     "pyyaml>=6"]
 RESERVED_METRICS = {"run_id", "weights_stage_path", "onnx_stage_path", "promotion"}
 
 
