@@ -104,6 +104,16 @@ def test_demo_input_mode_reaches_the_dataset_config(monkeypatch):
         main(["demo", "--input-mode", "stereo"])
 
 
+def test_demo_trains_the_two_stage_inspector_on_real_boards_with_templates():
+    from pcb_pipeline.demo import default_profile
+    from pcb_pipeline.vision.profiles import resolve_profile
+
+    assert default_profile("../shared/deeppcb", "reference") == "verifier"
+    assert resolve_profile("verifier")["kind"] == "verifier"
+    assert default_profile(None, "reference") == "demo"  # synthetic boards: the YOLOv12
+    assert default_profile("../shared/deeppcb", "test") == "demo"  # boards alone: no template to compare with
+
+
 def test_demo_gate_message_is_one_sentence_with_the_way_on():
     from pcb_pipeline.demo import gate_block_message
 

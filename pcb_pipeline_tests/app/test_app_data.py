@@ -123,6 +123,17 @@ def test_false_call_report_shapes():
     assert not data.parse_false_call_report({"aoi_baseline": None}).measured
 
 
+def test_false_call_figures_from_a_champions_training_metrics():
+    """The two-stage inspector's training records the comparison on its validation boards as flat registry
+    metrics; a YOLO's training does not (no figures, not zeros)."""
+    metrics = {"map50": 0.97, "fpr_aoi_recall": 0.02, "aoi_fpr_aoi_recall": 0.1, "fpr_reduction_aoi_recall": 0.8,
+               "target_recall_aoi_recall": 0.97, "fpr_recall_0_99": 0.05}
+    f = data.false_call_figures_from_metrics(metrics, "training")
+    assert (f.model_fpr, f.baseline_fpr, f.fpr_reduction, f.target_recall, f.source) == (0.02, 0.1, 0.8, 0.97,
+                                                                                        "training")
+    assert data.false_call_figures_from_metrics({"map50": 0.9, "map50_95": 0.5}, "training") is None
+
+
 def test_false_call_figures_from_the_evaluate_report_shape():
     """`pcb-pipeline evaluate --publish` (vision.evaluate): headline comparison inside aoi_baseline, a per-recall
     dict under fpr_reduction; and both None when the AOI baseline was not run."""

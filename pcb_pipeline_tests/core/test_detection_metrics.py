@@ -8,7 +8,7 @@ import pytest
 
 from pcb_pipeline.core.deeppcb import Box
 from pcb_pipeline.core.detection_metrics import (
-    average_precision, box_iou, compare_at_matched_recall, evaluate_detections, match_detections, matched_recall,
+    AT_AOI_RECALL, average_precision, box_iou, compare_at_matched_recall, comparison_metrics, evaluate_detections, match_detections, matched_recall,
     operating_point, pr_curve)
 
 GT = (0, 0, 10, 10)
@@ -126,6 +126,12 @@ def test_compare_at_matched_recall():
     assert cmp["fpr_reduction"] == 1.0 and cmp["false_calls_reduction"] == 1.0
     auto = compare_at_matched_recall(model, baseline, gts)  # the baseline's best-F recall
     assert auto["target_recall"] == 1.0
+    flat = comparison_metrics(cmp, AT_AOI_RECALL)  # what a registry stores: flat floats named <figure>_<point>
+    assert flat == {"fpr_aoi_recall": 0.0, "aoi_fpr_aoi_recall": 0.5, "false_calls_per_board_aoi_recall": 0.0,
+                    "aoi_false_calls_per_board_aoi_recall": 1.0, "fpr_reduction_aoi_recall": 1.0,
+                    "target_recall_aoi_recall": 1.0}
+    clean = compare_at_matched_recall(model, model, gts, target_recall=1.0)  # no baseline false call: no reduction
+    assert "fpr_reduction_x" not in comparison_metrics(clean, "x") and "fpr_x" in comparison_metrics(clean, "x")
 
 
 def test_mapping_inputs_and_box_objects():
