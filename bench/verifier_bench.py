@@ -44,6 +44,7 @@ def main() -> int:
     p.add_argument("--deeppcb", type=Path, default=ROOT.parent / "shared" / "deeppcb")
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--width", type=int, default=32)
+    p.add_argument("--jitter", type=float, default=0.0, help="window jitter (VerifierTrainConfig.jitter)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "verifier_runs" / "latest")
     p.add_argument("--weights", type=Path, help="evaluate this verifier.pt instead of training one")
@@ -56,14 +57,15 @@ def main() -> int:
     prep = time.perf_counter() - t0
     print(f"crops: train {len(tr.labels)} ({(tr.labels != 6).mean():.2f} positive), val {len(va.labels)}; "
           f"{prep:.0f} s", flush=True)
-    cfg = vf.VerifierTrainConfig(epochs=a.epochs, width=a.width)
+    cfg = vf.VerifierTrainConfig(epochs=a.epochs, width=a.width, jitter=a.jitter)
     t1 = time.perf_counter()
     if a.weights:
         net, meta = vf.load_checkpoint(a.weights)
         cfg = vf.VerifierTrainConfig(epochs=a.epochs, width=int(meta["width"]))
     else:
         net = vf.train_verifier(tr, cfg, va, on_epoch=lambda e, m, _: print(e, {k: round(v, 4) for k, v in m.items()},
-                                                                            flush=True))
+                                                                               flush=True),
+                                composites=[c for c, _ in train_b])
     train_time = time.perf_counter() - t1
     vf.save_checkpoint(net, cfg, a.out / "verifier.pt")
     vf.export_onnx(net, a.out / "verifier.onnx", {"pcb_input": "reference"})
@@ -84,7 +86,7 @@ def main() -> int:
         t = time.perf_counter(); aoi.inspect_pair(c[..., 0], c[..., 1]); ms_aoi.append(time.perf_counter() - t)
     summary = {
         "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-        "command": " ".join(sys.argv), "epochs": a.epochs, "width": cfg.width,
+        "command": " ".join(sys.argv), "epochs": a.epochs, "width": cfg.width, "jitter": cfg.jitter,
         "weights": str(a.weights) if a.weights else None, "nms_overlap": vf.NMS_OVERLAP,
         "train_crops": int(len(tr.labels)), "val_crops": int(len(va.labels)),
         "prep_seconds": round(prep, 1), "train_seconds": round(train_time, 1),

@@ -150,8 +150,11 @@ def shift_mask(mask: np.ndarray, dx: int, dy: int) -> np.ndarray:
         return mask
     h, w = mask.shape
     p = max(abs(dx), abs(dy))
-    padded = np.pad(mask, p, mode="edge")
-    return padded[p - dy:p - dy + h, p - dx:p - dx + w]
+    # OpenCV's replicated border: the same pixels as np.pad(mode="edge"), several times faster (alignment calls
+    # this ~50 times a board); bool masks travel as their uint8 view
+    src = mask.view(np.uint8) if mask.dtype == bool else mask
+    padded = cv2.copyMakeBorder(src, p, p, p, p, cv2.BORDER_REPLICATE)[p - dy:p - dy + h, p - dx:p - dx + w]
+    return padded.view(bool) if mask.dtype == bool else padded
 
 
 def _xor_count(a: np.ndarray, b: np.ndarray, margin: int) -> int:
@@ -227,20 +230,21 @@ def align(test_cu: np.ndarray, temp_cu: np.ndarray, params: AOIParams = DEFAULT_
     chosen = np.zeros(test_cu.shape, dtype=bool)
     if p.local_radius > 0:
         k = (p.local_window, p.local_window)
-        best = cv2.boxFilter((test_cu ^ out).astype(np.float32), -1, k, normalize=False,
+        # XOR counts per window, summed straight from the uint8 view into float32 (exact: at most 41 x 41)
+        best = cv2.boxFilter((test_cu ^ out).view(np.uint8), cv2.CV_32F, k, normalize=False,
                              borderType=cv2.BORDER_REFLECT)
         for dx, dy in candidates[1:]:
             shifted = shift_mask(temp_cu, dx, dy)
-            cost = cv2.boxFilter((test_cu ^ shifted).astype(np.float32), -1, k, normalize=False,
+            cost = cv2.boxFilter((test_cu ^ shifted).view(np.uint8), cv2.CV_32F, k, normalize=False,
                                  borderType=cv2.BORDER_REFLECT)
             # a local shift must beat the incumbent clearly: 2 pixels per window plus 5 % (noise, JPEG edges)
             better = cost < best * 0.95 - 2.0
-            if better.any():
-                best[better] = cost[better]
-                out[better] = shifted[better]
+            if better.any():  # masked copies (np.copyto) rather than boolean indexing: the same, faster
+                np.copyto(best, cost, where=better)
+                np.copyto(out, shifted, where=better)
                 chosen |= better
                 for o, e in zip(outs, extra):
-                    o[better] = shift_mask(e, dx, dy)[better]
+                    np.copyto(o, shift_mask(e, dx, dy), where=better)
     residual = _tile_residual(test_cu ^ out, temp_cu)
     misaligned = residual > p.max_residual or max(abs(gdx), abs(gdy)) >= p.max_shift
     return Alignment(gdx, gdy, float(residual), float(chosen.mean()), bool(misaligned)), out, outs

@@ -144,12 +144,34 @@ class VerifierTrainConfig:
     seed: int = 0
     box_weight: float = 5.0
     threads: int | None = None
+    # Each epoch re-crops every candidate from its board with the window moved by up to `jitter` of its side and
+    # scaled by up to exp(+-jitter) (needs the boards' composites), so the verifier does not learn one framing.
+    jitter: float = 0.0
+
+
+def jittered_crops(composites: Sequence[np.ndarray], cs: CropSet, idx: np.ndarray, jitter: float,
+                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(crops, log scales, true boxes in the new windows) of crop-set entries `idx`, each re-cropped from its board
+    (composites[cs.board[i]]) through a randomly moved and scaled window."""
+    n = len(idx)
+    windows = cs.windows[idx]
+    side = windows[:, 2] - windows[:, 0]
+    new_side = side * np.exp(rng.uniform(-jitter, jitter, n))
+    centre = (windows[:, :2] + windows[:, 2:]) / 2 + rng.uniform(-jitter, jitter, (n, 2)) * side[:, None]
+    new = np.concatenate([centre - new_side[:, None] / 2, centre + new_side[:, None] / 2], 1)
+    crops = np.stack([cands.crop(composites[cs.board[i]], w).transpose(2, 0, 1) for i, w in zip(idx, new)])
+    scales = np.array([cands.window_scale(w) for w in new], dtype=np.float32)
+    boxes = np.array([cands.to_window(cands.from_window(b, w), nw) if lab != cands.BACKGROUND else np.zeros(4)
+                      for b, w, nw, lab in zip(cs.boxes[idx], windows, new, cs.labels[idx])], dtype=np.float32)
+    return crops, scales, boxes
 
 
 def train_verifier(train: CropSet, cfg: VerifierTrainConfig, val: CropSet | None = None,
-                   on_epoch: Callable[[int, dict, object], None] | None = None):
+                   on_epoch: Callable[[int, dict, object], None] | None = None,
+                   composites: Sequence[np.ndarray] | None = None):
     """A fixed, seeded amount of work (epochs), the same on any machine. Returns the network (eval mode);
-    `on_epoch(epoch, metrics, net)` sees the network after each epoch (in eval mode; training resumes after)."""
+    `on_epoch(epoch, metrics, net)` sees the network after each epoch (in eval mode; training resumes after).
+    `composites` (the boards of `train`, by board index) are needed for `cfg.jitter`."""
     import torch
     from torch.nn import functional as F
 
@@ -157,6 +179,9 @@ def train_verifier(train: CropSet, cfg: VerifierTrainConfig, val: CropSet | None
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     gen = torch.Generator().manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    if cfg.jitter and composites is None:
+        raise ValueError("window jitter re-crops candidates from their boards: pass the training composites")
     net = build_network(cfg.width)
     x = torch.from_numpy(train.crops).float()
     s = torch.from_numpy(train.scales)[:, None]
@@ -175,8 +200,14 @@ def train_verifier(train: CropSet, cfg: VerifierTrainConfig, val: CropSet | None
         total = {"loss": 0.0, "cls_loss": 0.0, "box_loss": 0.0}
         for i in range(0, len(x), cfg.batch):
             idx = order[i:i + cfg.batch]
-            xb, bb = _augment(x[idx], b[idx], gen)
-            logits, boxes = net(xb, s[idx])
+            if cfg.jitter:
+                crops, scales, targets = jittered_crops(composites, train, idx.numpy(), cfg.jitter, rng)
+                xb, sb, bb = (torch.from_numpy(crops).float(), torch.from_numpy(scales)[:, None],
+                              torch.from_numpy(targets))
+            else:
+                xb, sb, bb = x[idx], s[idx], b[idx]
+            xb, bb = _augment(xb, bb, gen)
+            logits, boxes = net(xb, sb)
             cls_loss = F.cross_entropy(logits, y[idx], weight=class_weight)
             pos = y[idx] != cands.BACKGROUND
             box_loss = F.l1_loss(boxes[pos], bb[pos]) if pos.any() else boxes.sum() * 0

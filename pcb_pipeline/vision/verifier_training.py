@@ -119,7 +119,10 @@ def train_two_stage(data_dir: Path, out_dir: Path, params: dict, mlflow, log: Ca
     cfg = train_config(params)
     workers = int(params.get("workers") or 1)
     started = time.time()
-    train_set = vf.build_crop_set(dataset_boards(data_dir, "train"), log, workers=workers, load=load_board)
+    train_items = dataset_boards(data_dir, "train")
+    train_set = vf.build_crop_set(train_items, log, workers=workers, load=load_board)
+    # window jitter re-crops from the boards every epoch: keep them in memory (~1.2 MB a 640 px board)
+    composites = [load_board(item)[0] for item in train_items] if cfg.jitter else None
     val_boards = [load_board(item) for item in dataset_boards(data_dir, "val")]
     val_set = vf.build_crop_set(val_boards, log, workers=workers)
     sizes = [c.shape[:2] for c, _ in val_boards]
@@ -143,7 +146,7 @@ def train_two_stage(data_dir: Path, out_dir: Path, params: dict, mlflow, log: Ca
             f"Deep PCB mAP {scores['deeppcb_map']:.3f}  elapsed {time.time() - started:.0f} s")
 
     train_started = time.time()
-    net = vf.train_verifier(train_set, cfg, on_epoch=on_epoch)
+    net = vf.train_verifier(train_set, cfg, on_epoch=on_epoch, composites=composites)
     train_seconds = time.time() - train_started
     net.load_state_dict(best["state"])
     net.eval()

@@ -151,3 +151,23 @@ def test_the_detector_interface_serves_the_two_stage_inspector(synthetic_root, t
     path.unlink()
     with pytest.raises(ValueError, match="two-stage inspector"):
         Detector(tmp_path / "verifier.pt")
+
+
+def test_window_jitter_moves_crops_and_keeps_their_boxes_on_the_defect(boards):
+    composites = [c for c, _ in boards]
+    crop_set = vf.build_crop_set(boards, log=lambda _: None)
+    idx = np.arange(len(crop_set.labels))
+    crops, scales, rel = vf.jittered_crops(composites, crop_set, idx, 0.15, np.random.default_rng(0))
+    assert crops.shape == crop_set.crops.shape and crops.dtype == np.uint8 and not np.array_equal(crops, crop_set.crops)
+    positive = crop_set.labels != cands.BACKGROUND
+    for i in np.flatnonzero(positive):  # the same true box on the board, whatever window framed it
+        before = cands.from_window(crop_set.boxes[i], crop_set.windows[i])
+        side = np.exp(scales[i]) * cands.MIN_CONTEXT
+        assert side == pytest.approx((crop_set.windows[i, 2] - crop_set.windows[i, 0]), rel=0.17)
+        assert rel[i, 2] - rel[i, 0] == pytest.approx((before[2] - before[0]) / side, rel=1e-4)
+    assert (rel[~positive] == 0).all()
+    with pytest.raises(ValueError, match="composites"):
+        vf.train_verifier(crop_set, vf.VerifierTrainConfig(epochs=1, width=8, jitter=0.1))
+    net = vf.train_verifier(crop_set, vf.VerifierTrainConfig(epochs=1, batch=32, width=8, threads=1, jitter=0.1),
+                            composites=composites)
+    assert vf.predict_crops(net, crop_set.crops, crop_set.scales)[0].shape == (len(idx), cands.BACKGROUND + 1)
