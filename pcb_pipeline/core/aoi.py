@@ -197,7 +197,7 @@ def _tile_sums(mask: np.ndarray, tile: int) -> np.ndarray:
     return np.add.reduceat(np.add.reduceat(mask.astype(np.int64), idx_y, axis=0), idx_x, axis=1)
 
 
-def _tile_residual(xor: np.ndarray, temp_cu: np.ndarray, tile: int = 80, min_edges: int = 60) -> float:
+def tile_residual(xor: np.ndarray, temp_cu: np.ndarray, tile: int = 80, min_edges: int = 60) -> float:
     """Median over tiles (with enough trace edge) of XOR pixels per template edge pixel.
 
     About 1 per edge pixel and per pixel of misregistration; the median ignores the few tiles a defect sits in. 0
@@ -245,7 +245,7 @@ def align(test_cu: np.ndarray, temp_cu: np.ndarray, params: AOIParams = DEFAULT_
                 chosen |= better
                 for o, e in zip(outs, extra):
                     np.copyto(o, shift_mask(e, dx, dy), where=better)
-    residual = _tile_residual(test_cu ^ out, temp_cu)
+    residual = tile_residual(test_cu ^ out, temp_cu)
     misaligned = residual > p.max_residual or max(abs(gdx), abs(gdy)) >= p.max_shift
     return Alignment(gdx, gdy, float(residual), float(chosen.mean()), bool(misaligned)), out, outs
 

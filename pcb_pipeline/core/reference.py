@@ -18,13 +18,18 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .aoi import _gray, binarize, estimate_shift, load_gray, shift_mask
+from .aoi import _gray, binarize, estimate_shift, load_gray, shift_mask, tile_residual
 
 TEST_ONLY = "test"
 REFERENCE = "reference"
 INPUT_MODES = (TEST_ONLY, REFERENCE)
 INPUT_MODE_KEY = "pcb_input"  # names the mode in data.yaml, the .pt checkpoint and the ONNX metadata
 MAX_SHIFT = 16  # pixels; the same search range as the inspector's default
+# A template is refused when, after the best global shift, the median XOR per template edge pixel (the inspector's
+# tile residual) is above this: every one of the 1000 Deep PCB trainval pairs is below 3.6 (median 0.3), most
+# templates of another board are above it (median 11.7; measured 2026-12-05). What local stretch is left below it
+# the inspector's local re-registration and the models absorb.
+MAX_TEMPLATE_RESIDUAL = 4.0
 
 
 class TemplateError(ValueError):
@@ -37,6 +42,11 @@ class MissingTemplateError(TemplateError):
 
 class ReferenceMismatchError(TemplateError):
     """The template cannot be paired with the test image (different size)."""
+
+
+class MisregisteredTemplateError(TemplateError):
+    """The template does not line up with the test image within the registration's reach (another board's
+    template, or one shifted or rotated beyond the search)."""
 
 
 def check_input_mode(mode: str) -> str:
@@ -53,8 +63,15 @@ def reference_composite(test: np.ndarray, template: np.ndarray, register: bool =
                                      f"{t.shape[1]}x{t.shape[0]}: they must be scans of the same size")
     layout = binarize(r)
     if register:
-        dx, dy, _ = estimate_shift(binarize(t), layout, MAX_SHIFT)
+        test_cu = binarize(t)
+        dx, dy, _ = estimate_shift(test_cu, layout, MAX_SHIFT)
         layout = shift_mask(layout, dx, dy)
+        residual = tile_residual(test_cu ^ layout, layout)
+        if residual > MAX_TEMPLATE_RESIDUAL:
+            raise MisregisteredTemplateError(
+                f"the template does not line up with this board: {residual:.1f} differing pixels per trace edge "
+                f"pixel after the best shift within {MAX_SHIFT} px (at most {MAX_TEMPLATE_RESIDUAL} for a board "
+                f"and its own template); is it this board's template?")
     r = np.where(layout, 0, 255).astype(np.uint8)  # copper is dark, as in the scans
     return np.ascontiguousarray(np.dstack([t, r, cv2.absdiff(t, r)]))
 

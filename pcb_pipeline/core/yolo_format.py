@@ -16,7 +16,7 @@ import yaml
 
 from .classes import CLASS_NAMES, NUM_CLASSES
 from .deeppcb import IMAGE_SIZE, Box, Sample, read_labels
-from .reference import INPUT_MODE_KEY, REFERENCE, TEST_ONLY, check_input_mode, sample_composite
+from .reference import INPUT_MODE_KEY, REFERENCE, TEST_ONLY, TemplateError, check_input_mode, sample_composite
 
 IMAGE_GLOB = "*.[jp][pn]g"  # .jpg (linked test images) and .png (reference composites)
 
@@ -85,7 +85,11 @@ def link_or_copy(src: Path, dst: Path) -> None:
 
 def _write_reference_image(sample: Sample, dst: Path) -> None:
     # PNG: lossless, the difference channel must not get JPEG ringing
-    if not cv2.imwrite(str(dst), sample_composite(sample)):
+    try:
+        composite = sample_composite(sample)
+    except TemplateError as e:  # which pair, so the user can fix or drop it (the previous dataset is kept)
+        raise type(e)(f"{sample.test_image}: {e}") from None
+    if not cv2.imwrite(str(dst), composite):
         raise OSError(f"cannot write {dst}")
 
 

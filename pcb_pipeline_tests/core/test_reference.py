@@ -121,3 +121,23 @@ def test_template_beside(tmp_path):
     (tmp_path / "1_temp.jpg").write_bytes(b"x")
     assert deeppcb.template_beside(tmp_path / "1_test.jpg") == tmp_path / "1_temp.jpg"
     assert deeppcb.template_beside(tmp_path / "board.jpg") is None
+
+
+def test_another_boards_template_is_refused_by_name_and_leaves_no_dataset(synthetic_root, tmp_path):
+    from pcb_pipeline.core.reference import MisregisteredTemplateError, sample_composite
+
+    samples = deeppcb.read_split(deeppcb.split_file_path(synthetic_root))
+    board = samples[0]
+    other = next(s for s in samples if s.group != board.group)
+    assert sample_composite(board).shape == (640, 640, 3)  # its own template lines up
+    with pytest.raises(MisregisteredTemplateError, match="does not line up") as e:
+        reference_composite(load_gray(board.test_image), load_gray(other.template_image))
+    assert isinstance(e.value, TemplateError)  # a per-board error for inference, like a missing template
+    root = tmp_path / "copy"
+    shutil.copytree(synthetic_root, root)
+    copied = deeppcb.read_split(root / "PCBData" / "trainval.txt")
+    wrong = next(s for s in copied if s.group != copied[2].group)
+    shutil.copyfile(wrong.template_image, copied[2].template_image)
+    with pytest.raises(MisregisteredTemplateError, match=copied[2].test_image.name):
+        write_yolo_dataset({"train": copied}, tmp_path / "ds", input_mode=REFERENCE)
+    assert not (tmp_path / "ds").exists()
