@@ -9,7 +9,7 @@ import numpy as np
 from pcb_pipeline.core.classes import CLASS_NAMES
 from pcb_pipeline.core.reference import (INPUT_MODE_KEY, REFERENCE, TEST_ONLY, MissingTemplateError,
                                          check_input_mode, reference_composite)
-from pcb_pipeline.vision.verifier import VERIFIER_KIND, VerifierRuntime, onnx_kind
+from pcb_pipeline.vision.verifier import VERIFIER_KIND, VerifierRuntime, is_verifier_checkpoint, onnx_kind
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,7 @@ class Detector:
             from ultralytics import YOLO
 
             ckpt = _checkpoint(self.weights) if self.weights.suffix == ".pt" else {}
-            if VERIFIER_KIND in str(ckpt.get("config", "")):  # weights only, no network to hand to ultralytics
+            if is_verifier_checkpoint(ckpt):  # weights only, no network to hand to ultralytics
                 raise ValueError(f"{self.weights} is a two-stage inspector's checkpoint: it is served from its ONNX "
                                  f"export ({onnx.name} beside it)")
             self.imgsz = imgsz or training_imgsz(ckpt)

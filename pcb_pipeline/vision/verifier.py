@@ -166,6 +166,15 @@ def jittered_crops(composites: Sequence[np.ndarray], cs: CropSet, idx: np.ndarra
     return crops, scales, boxes
 
 
+def _class_weights(labels):
+    """Classes are unbalanced (many background candidates): weights by inverse square-root frequency, mean 1."""
+    import torch
+
+    counts = torch.bincount(labels, minlength=NUM_CLASSES + 1).float().clamp(min=1)
+    weight = (counts.sum() / counts).sqrt()
+    return weight / weight.mean()
+
+
 def train_verifier(train: CropSet, cfg: VerifierTrainConfig, val: CropSet | None = None,
                    on_epoch: Callable[[int, dict, object], None] | None = None,
                    composites: Sequence[np.ndarray] | None = None):
@@ -187,10 +196,14 @@ def train_verifier(train: CropSet, cfg: VerifierTrainConfig, val: CropSet | None
     s = torch.from_numpy(train.scales)[:, None]
     y = torch.from_numpy(train.labels)
     b = torch.from_numpy(train.boxes)
-    # classes are unbalanced (many background candidates): weight by inverse square-root frequency
-    counts = torch.bincount(y, minlength=NUM_CLASSES + 1).float().clamp(min=1)
-    class_weight = (counts.sum() / counts).sqrt()
-    class_weight = class_weight / class_weight.mean()
+
+    def batch_inputs(idx):
+        if not cfg.jitter:
+            return x[idx], s[idx], b[idx]
+        crops, scales, targets = jittered_crops(composites, train, idx.numpy(), cfg.jitter, rng)
+        return torch.from_numpy(crops).float(), torch.from_numpy(scales)[:, None], torch.from_numpy(targets)
+
+    class_weight = _class_weights(y)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = cfg.epochs * max(1, (len(x) + cfg.batch - 1) // cfg.batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps, pct_start=0.15)
@@ -200,12 +213,7 @@ def train_verifier(train: CropSet, cfg: VerifierTrainConfig, val: CropSet | None
         total = {"loss": 0.0, "cls_loss": 0.0, "box_loss": 0.0}
         for i in range(0, len(x), cfg.batch):
             idx = order[i:i + cfg.batch]
-            if cfg.jitter:
-                crops, scales, targets = jittered_crops(composites, train, idx.numpy(), cfg.jitter, rng)
-                xb, sb, bb = (torch.from_numpy(crops).float(), torch.from_numpy(scales)[:, None],
-                              torch.from_numpy(targets))
-            else:
-                xb, sb, bb = x[idx], s[idx], b[idx]
+            xb, sb, bb = batch_inputs(idx)
             xb, bb = _augment(xb, bb, gen)
             logits, boxes = net(xb, sb)
             cls_loss = F.cross_entropy(logits, y[idx], weight=class_weight)
@@ -327,14 +335,16 @@ def load_checkpoint(path: Path):
     return net, meta
 
 
-def is_verifier_checkpoint(path: Path) -> bool:
+def is_verifier_checkpoint(checkpoint: Path | dict) -> bool:
+    """Whether a .pt file (or a checkpoint already loaded from one) is the verifier's weights-only checkpoint."""
     import torch
 
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # an ultralytics checkpoint pickles classes: not ours
-        return False
-    return isinstance(ckpt, dict) and VERIFIER_KIND in str(ckpt.get("config", ""))
+    if not isinstance(checkpoint, dict):
+        try:
+            checkpoint = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        except Exception:  # an ultralytics checkpoint pickles classes: not ours
+            return False
+    return isinstance(checkpoint, dict) and VERIFIER_KIND in str(checkpoint.get("config", ""))
 
 
 def onnx_kind(path: Path | str) -> str | None:
