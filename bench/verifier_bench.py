@@ -27,6 +27,7 @@ from pcb_pipeline.core.classes import CLASS_NAMES  # noqa: E402
 from pcb_pipeline.core.detection_metrics import compare_at_matched_recall, evaluate_detections  # noqa: E402
 from pcb_pipeline.core.reference import sample_composite  # noqa: E402
 from pcb_pipeline.vision import verifier as vf  # noqa: E402
+from pcb_pipeline.vision.verifier_training import train_config  # noqa: E402
 
 
 def _one(sample):
@@ -45,6 +46,8 @@ def main() -> int:
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--width", type=int, default=32)
     p.add_argument("--jitter", type=float, default=0.0, help="window jitter (VerifierTrainConfig.jitter)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other VerifierTrainConfig setting, e.g. --set stem_stride=1 --set ema=0.998")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "verifier_runs" / "latest")
     p.add_argument("--weights", type=Path, help="evaluate this verifier.pt instead of training one")
@@ -57,11 +60,12 @@ def main() -> int:
     prep = time.perf_counter() - t0
     print(f"crops: train {len(tr.labels)} ({(tr.labels != 6).mean():.2f} positive), val {len(va.labels)}; "
           f"{prep:.0f} s", flush=True)
-    cfg = vf.VerifierTrainConfig(epochs=a.epochs, width=a.width, jitter=a.jitter)
+    cfg = train_config({"epochs": a.epochs, "width": a.width, "jitter": a.jitter,
+                        **dict(kv.split("=", 1) for kv in a.set)})
     t1 = time.perf_counter()
     if a.weights:
         net, meta = vf.load_checkpoint(a.weights)
-        cfg = vf.VerifierTrainConfig(epochs=a.epochs, width=int(meta["width"]))
+        cfg = vf.VerifierTrainConfig(epochs=a.epochs, width=int(meta["width"]), stem_stride=int(meta.get("stem_stride", 2)))
     else:
         net = vf.train_verifier(tr, cfg, va, on_epoch=lambda e, m, _: print(e, {k: round(v, 4) for k, v in m.items()},
                                                                                flush=True),
@@ -86,7 +90,7 @@ def main() -> int:
         t = time.perf_counter(); aoi.inspect_pair(c[..., 0], c[..., 1]); ms_aoi.append(time.perf_counter() - t)
     summary = {
         "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-        "command": " ".join(sys.argv), "epochs": a.epochs, "width": cfg.width, "jitter": cfg.jitter,
+        "command": " ".join(sys.argv), "config": {f: getattr(cfg, f) for f in vf.VerifierTrainConfig.__dataclass_fields__},
         "weights": str(a.weights) if a.weights else None, "nms_overlap": vf.NMS_OVERLAP,
         "train_crops": int(len(tr.labels)), "val_crops": int(len(va.labels)),
         "prep_seconds": round(prep, 1), "train_seconds": round(train_time, 1),

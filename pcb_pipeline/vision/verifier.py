@@ -88,7 +88,7 @@ def build_crop_set(boards: Sequence, log: Callable[[str], None] = print, workers
 
 # ------------------------------------------------------------------------------------------------ network
 
-def build_network(width: int = 32):
+def build_network(width: int = 32, stem_stride: int = 2):
     import torch
     from torch import nn
 
@@ -101,8 +101,8 @@ def build_network(width: int = 32):
 
         def __init__(self):
             super().__init__()
-            w = width  # a strided stem: the 64 px crop is read at 32 px resolution onwards (4x fewer operations)
-            self.features = nn.Sequential(nn.Conv2d(3, w // 2, 3, stride=2, padding=1, bias=False),
+            w = width  # a strided stem reads the 64 px crop at 32 px onwards (4x fewer operations than stride 1)
+            self.features = nn.Sequential(nn.Conv2d(3, w // 2, 3, stride=stem_stride, padding=1, bias=False),
                                           nn.BatchNorm2d(w // 2), nn.ReLU(inplace=True),
                                           block(w // 2, w), nn.MaxPool2d(2), block(w, 2 * w), nn.MaxPool2d(2),
                                           block(2 * w, 4 * w), nn.AdaptiveAvgPool2d(1), nn.Flatten())
@@ -143,6 +143,11 @@ class VerifierTrainConfig:
     width: int = 32
     seed: int = 0
     box_weight: float = 5.0
+    # 2: the first convolution halves the crop's resolution; 1 keeps every pixel (a thin spur is 2-4 px wide) at
+    # 4x the cost of the same width
+    stem_stride: int = 2
+    # > 0: the network scored and returned is an exponential moving average of the weights (this decay per step)
+    ema: float = 0.0
     threads: int | None = None
     # Each epoch re-crops every candidate from its board with the window moved by up to `jitter` of its side and
     # scaled by up to exp(+-jitter) (needs the boards' composites), so the verifier does not learn one framing.
@@ -191,7 +196,8 @@ def train_verifier(train: CropSet, cfg: VerifierTrainConfig, val: CropSet | None
     rng = np.random.default_rng(cfg.seed)
     if cfg.jitter and composites is None:
         raise ValueError("window jitter re-crops candidates from their boards: pass the training composites")
-    net = build_network(cfg.width)
+    net = build_network(cfg.width, cfg.stem_stride)
+    averaged = WeightAverage(net, cfg.ema) if cfg.ema else None
     x = torch.from_numpy(train.crops).float()
     s = torch.from_numpy(train.scales)[:, None]
     y = torch.from_numpy(train.labels)
@@ -224,19 +230,44 @@ def train_verifier(train: CropSet, cfg: VerifierTrainConfig, val: CropSet | None
             loss.backward()
             opt.step()
             sched.step()
+            if averaged:
+                averaged.update(net)
             n = len(idx)
             total["loss"] += loss.item() * n
             total["cls_loss"] += cls_loss.item() * n
             total["box_loss"] += box_loss.item() * n
         metrics = {k: v / len(x) for k, v in total.items()}
+        scored = averaged.net if averaged else net
         if val is not None and len(val.labels):
-            probs, _ = predict_crops(net, val.crops, val.scales)
+            probs, _ = predict_crops(scored, val.crops, val.scales)
             metrics["val_accuracy"] = float((probs.argmax(1) == val.labels).mean())
         if on_epoch:
-            net.eval()
-            on_epoch(epoch, metrics, net)
-    net.eval()
-    return net
+            scored.eval()
+            on_epoch(epoch, metrics, scored)
+    scored = averaged.net if averaged else net
+    scored.eval()
+    return scored
+
+
+class WeightAverage:
+    """An exponential moving average of a network's weights (batch-norm statistics copied), in a copy of it."""
+
+    def __init__(self, net, decay: float):
+        import copy
+
+        self.net, self.decay = copy.deepcopy(net), decay
+        for p in self.net.parameters():
+            p.requires_grad_(False)
+
+    def update(self, net) -> None:
+        import torch
+
+        with torch.no_grad():
+            for avg, cur in zip(self.net.state_dict().values(), net.state_dict().values()):
+                if avg.dtype.is_floating_point:
+                    avg.mul_(self.decay).add_(cur.detach(), alpha=1 - self.decay)
+                else:
+                    avg.copy_(cur)
 
 
 def predict_crops(net, crops: np.ndarray, scales: np.ndarray, batch: int = 512) -> tuple[np.ndarray, np.ndarray]:
@@ -320,7 +351,8 @@ def save_checkpoint(net, cfg: VerifierTrainConfig, path: Path, extra: dict | Non
     """Weights only: a dict of tensors plus a JSON string (torch.load(weights_only=True) reads it)."""
     import torch
 
-    meta = {KIND_KEY: VERIFIER_KIND, "width": cfg.width, "crop": cands.CROP, **(extra or {})}
+    meta = {KIND_KEY: VERIFIER_KIND, "width": cfg.width, "stem_stride": cfg.stem_stride, "crop": cands.CROP,
+            **(extra or {})}
     torch.save({"state_dict": net.state_dict(), "config": json.dumps(meta)}, path)
 
 
@@ -329,7 +361,7 @@ def load_checkpoint(path: Path):
 
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     meta = json.loads(ckpt["config"])
-    net = build_network(int(meta["width"]))
+    net = build_network(int(meta["width"]), int(meta.get("stem_stride", 2)))
     net.load_state_dict(ckpt["state_dict"])
     net.eval()
     return net, meta

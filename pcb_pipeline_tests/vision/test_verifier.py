@@ -80,6 +80,51 @@ def test_checkpoint_is_weights_only_and_round_trips(trained, tmp_path):
     assert not vf.is_verifier_checkpoint(other)
 
 
+def test_a_full_resolution_stem_is_kept_by_the_checkpoint(boards, tmp_path):
+    crop_set = vf.build_crop_set(boards[:4], log=lambda _: None)
+    cfg = vf.VerifierTrainConfig(epochs=1, batch=32, width=8, threads=1, stem_stride=1)
+    net = vf.train_verifier(crop_set, cfg)
+    assert net.features[0].stride == (1, 1)
+    vf.save_checkpoint(net, cfg, tmp_path / "s1.pt")
+    loaded, meta = vf.load_checkpoint(tmp_path / "s1.pt")
+    assert meta["stem_stride"] == 1 and loaded.features[0].stride == (1, 1)
+    assert np.allclose(vf.predict_crops(net, crop_set.crops, crop_set.scales)[0],
+                       vf.predict_crops(loaded, crop_set.crops, crop_set.scales)[0], atol=1e-6)
+
+
+def test_weight_average_follows_the_trained_weights_at_its_decay():
+    import torch
+
+    net = vf.build_network(8)
+    average = vf.WeightAverage(net, decay=0.75)
+    start = {k: v.clone() for k, v in average.net.state_dict().items()}
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(1.0)
+        net.features[1].running_mean.add_(2.0)
+        net.features[1].num_batches_tracked.fill_(7)
+    average.update(net)
+    got = average.net.state_dict()
+    weight = "features.0.weight"
+    assert torch.allclose(got[weight], start[weight] + 0.25)  # 0.75 x old + 0.25 x (old + 1)
+    assert torch.allclose(got["features.1.running_mean"], start["features.1.running_mean"] + 0.5)
+    assert int(got["features.1.num_batches_tracked"]) == 7  # counters copied, not averaged
+    assert not any(p.requires_grad for p in average.net.parameters())
+
+
+def test_training_with_a_weight_average_returns_the_average(boards):
+    crop_set = vf.build_crop_set(boards[:6], log=lambda _: None)
+    plain = vf.VerifierTrainConfig(epochs=1, batch=32, width=8, threads=1)
+    seen = []
+    averaged = vf.train_verifier(crop_set, vf.VerifierTrainConfig(**{**plain.__dict__, "ema": 0.9}),
+                                 on_epoch=lambda e, m, n: seen.append(n))
+    trained = vf.train_verifier(crop_set, plain)
+    assert seen == [averaged]  # epochs are scored on the average too
+    a = vf.predict_crops(averaged, crop_set.crops, crop_set.scales)[0]
+    b = vf.predict_crops(trained, crop_set.crops, crop_set.scales)[0]
+    assert not np.allclose(a, b, atol=1e-4)  # same seed, same steps: only the averaging differs
+
+
 def test_onnx_runtime_serves_what_torch_computes(boards, trained, tmp_path):
     _, net, _ = trained
     path = tmp_path / "verifier.onnx"
