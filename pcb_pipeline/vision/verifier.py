@@ -250,22 +250,32 @@ def train_verifier(train: CropSet, cfg: VerifierTrainConfig, val: CropSet | None
 
 
 class WeightAverage:
-    """An exponential moving average of a network's weights (batch-norm statistics copied), in a copy of it."""
+    """An exponential moving average of a network's weights (batch-norm statistics averaged too), in a copy of it.
+
+    The decay warms up as min(decay, (1 + n) / (10 + n)) over the n updates so far: with a fixed 0.998 from step
+    one the random initial weights would still weigh a third after 500 steps, and an average of weights that far
+    apart is not a working network.
+    """
 
     def __init__(self, net, decay: float):
         import copy
 
-        self.net, self.decay = copy.deepcopy(net), decay
+        self.net, self.decay, self.updates = copy.deepcopy(net), decay, 0
         for p in self.net.parameters():
             p.requires_grad_(False)
+
+    def current_decay(self) -> float:
+        return min(self.decay, (1 + self.updates) / (10 + self.updates))
 
     def update(self, net) -> None:
         import torch
 
+        decay = self.current_decay()
+        self.updates += 1
         with torch.no_grad():
             for avg, cur in zip(self.net.state_dict().values(), net.state_dict().values()):
                 if avg.dtype.is_floating_point:
-                    avg.mul_(self.decay).add_(cur.detach(), alpha=1 - self.decay)
+                    avg.mul_(decay).add_(cur.detach(), alpha=1 - decay)
                 else:
                     avg.copy_(cur)
 

@@ -97,6 +97,7 @@ def test_weight_average_follows_the_trained_weights_at_its_decay():
 
     net = vf.build_network(8)
     average = vf.WeightAverage(net, decay=0.75)
+    average.updates = 1000  # past the warm-up: the decay is the configured one
     start = {k: v.clone() for k, v in average.net.state_dict().items()}
     with torch.no_grad():
         for p in net.parameters():
@@ -112,14 +113,25 @@ def test_weight_average_follows_the_trained_weights_at_its_decay():
     assert not any(p.requires_grad for p in average.net.parameters())
 
 
+def test_weight_average_warms_its_decay_up_so_the_initial_weights_fade():
+    average = vf.WeightAverage(vf.build_network(8), decay=0.998)
+    warm = []
+    for _ in range(5000):
+        warm.append(average.current_decay())
+        average.updates += 1
+    assert warm[0] == 0.1 and all(a <= b for a, b in zip(warm, warm[1:]))
+    assert warm[-1] == 0.998  # reached after ~4500 steps
+    assert np.prod(warm[1:500]) < 0.05  # the initial weights' share after 500 steps (0.998 ** 500 = 0.37)
+
+
 def test_training_with_a_weight_average_returns_the_average(boards):
     crop_set = vf.build_crop_set(boards[:6], log=lambda _: None)
-    plain = vf.VerifierTrainConfig(epochs=1, batch=32, width=8, threads=1)
+    plain = vf.VerifierTrainConfig(epochs=2, batch=8, width=8, threads=1)
     seen = []
     averaged = vf.train_verifier(crop_set, vf.VerifierTrainConfig(**{**plain.__dict__, "ema": 0.9}),
                                  on_epoch=lambda e, m, n: seen.append(n))
     trained = vf.train_verifier(crop_set, plain)
-    assert seen == [averaged]  # epochs are scored on the average too
+    assert seen == [averaged, averaged]  # epochs are scored on the average too
     a = vf.predict_crops(averaged, crop_set.crops, crop_set.scales)[0]
     b = vf.predict_crops(trained, crop_set.crops, crop_set.scales)[0]
     assert not np.allclose(a, b, atol=1e-4)  # same seed, same steps: only the averaging differs
