@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from pcb_pipeline.core.aoi import (
-    DEFAULT_PARAMS, UNTYPED, AOIParams, MisalignedError, inspect_pair, score_aoi, shift_mask)
+    DEFAULT_PARAMS, UNTYPED, AOIParams, MisalignedError, align, binarize, estimate_shift, inspect_pair, score_aoi,
+    shift_mask)
 from pcb_pipeline.core.classes import CLASS_ID
 from pcb_pipeline.core.deeppcb import group_split, read_split, split_file_path
 from pcb_pipeline.core.detection_metrics import operating_point
@@ -104,6 +105,40 @@ def test_shift_mask_direction():
     m = np.zeros((5, 5), bool)
     m[1, 1] = True
     assert shift_mask(m, 2, 1)[2, 3]
+
+
+def _local_shifts_oracle(test_cu, temp_cu, p):
+    """The local re-registration rule written plainly (float window sums, boolean indexing): the reference that
+    align's integer form must reproduce pixel for pixel."""
+    gdx, gdy, _ = estimate_shift(test_cu, temp_cu, p.max_shift)
+    shifts = sorted(((dx, dy) for dy in range(gdy - p.local_radius, gdy + p.local_radius + 1)
+                     for dx in range(gdx - p.local_radius, gdx + p.local_radius + 1)),
+                    key=lambda s: ((s[0] - gdx) ** 2 + (s[1] - gdy) ** 2, s))
+    k = (p.local_window, p.local_window)
+    out = shift_mask(temp_cu, gdx, gdy).copy()
+    best = cv2.boxFilter((test_cu ^ out).astype(np.float64), -1, k, normalize=False, borderType=cv2.BORDER_REFLECT)
+    for dx, dy in shifts[1:]:
+        shifted = shift_mask(temp_cu, dx, dy)
+        cost = cv2.boxFilter((test_cu ^ shifted).astype(np.float64), -1, k, normalize=False,
+                             borderType=cv2.BORDER_REFLECT)
+        better = cost < best * 0.95 - 2.0
+        best[better], out[better] = cost[better], shifted[better]
+    return out
+
+
+def test_local_registration_follows_a_stretched_scan_and_matches_the_plain_rule(drawn_pair):
+    _, template, _ = drawn_pair
+    # a scan stretched by 0.6 %: the far side is ~3 px off while the centre is not, beyond any one global shift
+    stretched = cv2.warpAffine(template, np.float32([[1.006, 0, -1.9], [0, 1.006, -1.9]]), (640, 640),
+                               borderValue=WHITE)
+    test_cu, temp_cu = binarize(stretched), binarize(template)
+    alignment, aligned, _ = align(test_cu, temp_cu)
+    global_only = np.count_nonzero(test_cu ^ shift_mask(temp_cu, alignment.dx, alignment.dy))
+    assert alignment.local_share > 0.05 and not alignment.misaligned
+    assert np.count_nonzero(test_cu ^ aligned) < 0.5 * global_only
+    assert np.array_equal(aligned, _local_shifts_oracle(test_cu, temp_cu, DEFAULT_PARAMS))
+    wide = replace(DEFAULT_PARAMS, local_window=61)  # window counts past uint16's exact range: the float32 path
+    assert np.array_equal(align(test_cu, temp_cu, wide)[1], _local_shifts_oracle(test_cu, temp_cu, wide))
 
 
 @pytest.mark.deeppcb
