@@ -4,6 +4,12 @@ from __future__ import annotations
 CLASS_NAMES: tuple[str, ...] = ("open", "short", "mousebite", "spur", "copper", "pin-hole")
 NUM_CLASSES = len(CLASS_NAMES)
 CLASS_ID = {name: i for i, name in enumerate(CLASS_NAMES)}
+# Each defect seen with copper and laminate swapped: copper bridging two conductors (short) becomes a cut through
+# one (open), a protrusion from an edge (spur) a bite into it (mousebite), an isolated speck (copper) a hole
+# (pin-hole). Boards that are mostly copper pour show their shorts as missing isolation lines, i.e. as the dual
+# of an open on a board of thin traces.
+POLARITY_DUAL = {"open": "short", "short": "open", "mousebite": "spur", "spur": "mousebite", "copper": "pin-hole",
+                 "pin-hole": "copper"}
 
 
 class UnknownClassError(ValueError):

@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from pcb_pipeline.core import candidates as cands
-from pcb_pipeline.core.classes import NUM_CLASSES
+from pcb_pipeline.core.classes import CLASS_ID, CLASS_NAMES, NUM_CLASSES, POLARITY_DUAL
 
 VERIFIER_KIND = "verifier"
 KIND_KEY = "pcb_kind"
@@ -118,6 +118,19 @@ def build_network(width: int = 32, stem_stride: int = 2):
     return Verifier()
 
 
+# class index -> its polarity dual's (background stays background)
+DUAL_LABEL = np.array([CLASS_ID[POLARITY_DUAL[name]] for name in CLASS_NAMES] + [cands.BACKGROUND], np.int64)
+
+
+def polarity_dual(crops, labels, chosen):
+    """Crops `chosen` (bool, per crop) with copper and laminate swapped in the test and template channels (the
+    difference channel is unchanged: |(255 - a) - (255 - b)| = |a - b|), their labels mapped to the dual type."""
+    import torch
+
+    flip = chosen[:, None, None, None] & (torch.arange(3) < 2)[None, :, None, None]
+    return torch.where(flip, 255.0 - crops, crops), torch.where(chosen, torch.from_numpy(DUAL_LABEL)[labels], labels)
+
+
 def _augment(crops, boxes, generator):
     """Random flips and quarter turns of the whole batch, boxes moved with the pixels (defect types are invariant)."""
     import torch
@@ -152,6 +165,9 @@ class VerifierTrainConfig:
     # Each epoch re-crops every candidate from its board with the window moved by up to `jitter` of its side and
     # scaled by up to exp(+-jitter) (needs the boards' composites), so the verifier does not learn one framing.
     jitter: float = 0.0
+    # Share of training crops shown as their polarity dual (`polarity_dual`), so a layout style the training
+    # groups lack (copper pour vs thin traces) is seen through the defects of the other style.
+    invert: float = 0.0
 
 
 def jittered_crops(composites: Sequence[np.ndarray], cs: CropSet, idx: np.ndarray, jitter: float,
@@ -221,9 +237,12 @@ def train_verifier(train: CropSet, cfg: VerifierTrainConfig, val: CropSet | None
             idx = order[i:i + cfg.batch]
             xb, sb, bb = batch_inputs(idx)
             xb, bb = _augment(xb, bb, gen)
+            yb = y[idx]
+            if cfg.invert:
+                xb, yb = polarity_dual(xb, yb, torch.rand(len(idx), generator=gen) < cfg.invert)
             logits, boxes = net(xb, sb)
-            cls_loss = F.cross_entropy(logits, y[idx], weight=class_weight)
-            pos = y[idx] != cands.BACKGROUND
+            cls_loss = F.cross_entropy(logits, yb, weight=class_weight)
+            pos = yb != cands.BACKGROUND
             box_loss = F.l1_loss(boxes[pos], bb[pos]) if pos.any() else boxes.sum() * 0
             loss = cls_loss + cfg.box_weight * box_loss
             opt.zero_grad()

@@ -228,3 +228,18 @@ def test_window_jitter_moves_crops_and_keeps_their_boxes_on_the_defect(boards):
     net = vf.train_verifier(crop_set, vf.VerifierTrainConfig(epochs=1, batch=32, width=8, threads=1, jitter=0.1),
                             composites=composites)
     assert vf.predict_crops(net, crop_set.crops, crop_set.scales)[0].shape == (len(idx), cands.BACKGROUND + 1)
+
+
+def test_the_polarity_dual_swaps_copper_and_laminate_and_the_defect_types():
+    import torch
+
+    from pcb_pipeline.core.classes import CLASS_ID, POLARITY_DUAL
+
+    assert all(POLARITY_DUAL[POLARITY_DUAL[name]] == name != POLARITY_DUAL[name] for name in POLARITY_DUAL)
+    crops = torch.zeros(3, 3, 4, 4)
+    crops[:, 0], crops[:, 1], crops[:, 2] = 10.0, 200.0, 190.0  # test, template, |difference|
+    labels = torch.tensor([CLASS_ID["short"], CLASS_ID["spur"], cands.BACKGROUND])
+    out, dual = vf.polarity_dual(crops, labels, torch.tensor([True, True, False]))
+    assert dual.tolist() == [CLASS_ID["open"], CLASS_ID["mousebite"], cands.BACKGROUND]
+    assert out[0, :, 0, 0].tolist() == [245.0, 55.0, 190.0]  # the difference of the swapped pair is the same
+    assert torch.equal(out[2], crops[2])

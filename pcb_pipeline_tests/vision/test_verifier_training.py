@@ -111,3 +111,13 @@ def test_confusion_counts_every_crop_once():
     m = vt.confusion(labels, called)
     assert m.shape == (7, 7) and m.sum() == 5
     assert (m[0, 0], m[0, 1], m[6, 6], m[3, 3], m[6, 0]) == (1, 1, 1, 1, 1)
+
+
+def test_with_a_weight_average_the_last_epoch_is_kept(trained, tmp_path):
+    from pcb_pipeline.vision import train
+
+    data, _, _ = trained
+    result = train.train(train.parse_args(["--data", str(data), "--profile", "verifier_smoke", "--out",
+                                           str(tmp_path / "out"), "--run-name", "verifier-ema-tests",
+                                           "--set", "epochs=2", "--set", "ema=0.9"]))
+    assert result["metrics"]["best_epoch"] == 2
