@@ -21,10 +21,14 @@ from pcb_pipeline.core.classes import CLASS_ID, CLASS_NAMES, NUM_CLASSES, POLARI
 VERIFIER_KIND = "verifier"
 KIND_KEY = "pcb_kind"
 # Suppression of overlapping calls, per predicted class: a call whose intersection with a kept call of the same type
-# exceeds NMS_OVERLAP of the smaller box is merged into it (the kept box becomes the score-weighted mean of its
-# cluster). Fragment candidates of one defect were most of the false calls under IoU 0.5 class-agnostic NMS;
-# chosen on out-of-fold predictions of the training groups (bench/verifier_runs/2026-12-04_diagnosis/).
+# exceeds NMS_OVERLAP of the smaller box, both grown by MERGE_GAP pixels, is merged into it, and the kept box becomes
+# the box around its whole cluster. Fragment candidates of one defect were most of the false calls under IoU 0.5
+# class-agnostic NMS (overlap chosen on out-of-fold predictions of the training groups,
+# bench/verifier_runs/2026-12-04_diagnosis/); the fragments of one long open or spur lie end to end, a few pixels
+# apart, and each covers a part of it, so their union is the defect (the score-weighted mean box of the cluster was
+# a fragment-sized box; bench/VERIFIER_RESULTS.md, 2026-12-06: fewer false calls on two models).
 NMS_OVERLAP = 0.2
+MERGE_GAP = 4.0
 
 
 # ------------------------------------------------------------------------------------------------ crops
@@ -352,23 +356,24 @@ def rows_by_board(cs: CropSet, probs: np.ndarray, rel_boxes: np.ndarray, sizes: 
     return out
 
 
-def merge_overlapping(boxes: np.ndarray, score: np.ndarray, members: np.ndarray,
-                      overlap: float = NMS_OVERLAP) -> np.ndarray:
+def merge_overlapping(boxes: np.ndarray, score: np.ndarray, members: np.ndarray, overlap: float = NMS_OVERLAP,
+                      gap: float = MERGE_GAP) -> np.ndarray:
     """Greedy, highest score first, among `members` (indices of one class): each kept call absorbs the calls whose
-    intersection exceeds `overlap` of the smaller box, and takes the score-weighted mean box of what it absorbed
-    (written into `boxes`). Returns the positions in `members` that are kept."""
+    intersection exceeds `overlap` of the smaller box (boxes grown by `gap` pixels for the test), and takes the box
+    around all it absorbed (written into `boxes`). Returns the positions in `members` that are kept."""
     b = boxes[members].astype(np.float64)
+    g = b + np.array([-gap, -gap, gap, gap])
     s = score[members].astype(np.float64)
-    area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    area = (g[:, 2] - g[:, 0]) * (g[:, 3] - g[:, 1])
     order, kept = np.argsort(-s, kind="stable"), []
     while order.size:
         i, rest = order[0], order[1:]
-        inter = np.clip(np.minimum(b[i, 2], b[rest, 2]) - np.maximum(b[i, 0], b[rest, 0]), 0, None) * \
-            np.clip(np.minimum(b[i, 3], b[rest, 3]) - np.maximum(b[i, 1], b[rest, 1]), 0, None)
+        inter = np.clip(np.minimum(g[i, 2], g[rest, 2]) - np.maximum(g[i, 0], g[rest, 0]), 0, None) * \
+            np.clip(np.minimum(g[i, 3], g[rest, 3]) - np.maximum(g[i, 1], g[rest, 1]), 0, None)
         smaller = np.minimum(area[i], area[rest])
         hit = inter > overlap * np.where(smaller > 0, smaller, np.inf)
         cluster = np.r_[i, rest[hit]]
-        boxes[members[i]] = (b[cluster] * s[cluster, None]).sum(0) / max(s[cluster].sum(), 1e-12)
+        boxes[members[i]] = np.r_[b[cluster, :2].min(0), b[cluster, 2:].max(0)]
         kept.append(i)
         order = rest[~hit]
     return np.asarray(kept, np.int64)

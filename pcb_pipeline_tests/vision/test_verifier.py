@@ -166,13 +166,17 @@ def _calls(boxes, classes, scores):
     return found, probs, np.asarray(boxes, np.float32) / 100.0
 
 
-def test_fragments_of_one_defect_become_one_call_with_their_weighted_box():
-    # two fragments of one defect: IoU 0.33 (kept apart by IoU 0.5 NMS), intersection 100 % of the smaller box
-    found, probs, rel = _calls([(10, 10, 30, 20), (10, 10, 20, 20), (60, 60, 70, 70)], [2, 2, 2], [0.9, 0.3, 0.8])
+def test_fragments_of_one_defect_become_one_call_with_the_box_around_them():
+    # two fragments of one defect: IoU 0.33 (kept apart by IoU 0.5 NMS), intersection 100 % of the smaller box;
+    # a third lies end to end with the first, 3 px apart (within MERGE_GAP); a fourth of the type 20 px away stays
+    found, probs, rel = _calls([(10, 10, 30, 20), (10, 10, 20, 20), (33, 11, 45, 21), (60, 60, 70, 70)],
+                               [2, 2, 2, 2], [0.9, 0.3, 0.5, 0.8])
     rows = vf.decode(found, probs, rel, 0.001)
     assert rows.shape == (2, 6) and list(rows[:, 4]) == pytest.approx([0.9, 0.8])
-    assert rows[0, :4] == pytest.approx([10, 10, (30 * 0.9 + 20 * 0.3) / 1.2, 20])  # the score-weighted mean box
+    assert rows[0, :4] == pytest.approx([10, 10, 45, 21])  # the union of the cluster
     assert rows[1, :4] == pytest.approx([60, 60, 70, 70])
+    boxes = np.asarray([f.box for f in found], np.float32)
+    assert len(vf.merge_overlapping(boxes, probs[:, 2], np.arange(4), gap=0.0)) == 3  # without the gap the end-to-end fragment is a call of its own
 
 
 def test_overlapping_calls_of_different_types_both_stay():
