@@ -303,17 +303,33 @@ class WeightAverage:
                     avg.copy_(cur)
 
 
-def predict_crops(net, crops: np.ndarray, scales: np.ndarray, batch: int = 512) -> tuple[np.ndarray, np.ndarray]:
-    """Class probabilities (N, 7) and boxes in window coordinates (N, 4) from the torch network."""
+def flip_views(crops: np.ndarray) -> np.ndarray:
+    """Test-time views of (N, 3, H, W) crops, (4N, 3, H, W): as they are, flipped left-right, top-bottom, and both.
+    A defect's type does not change under a flip; the class probabilities are the mean over the four views, the box
+    comes from the first (`mean_over_views`). On the validation groups, one model: typed mAP 0.989 -> 0.991, F
+    0.987 -> 0.990, false calls per board at recall 0.99 0.055 -> 0.045 (bench/VERIFIER_RESULTS.md, 2026-12-06)."""
+    return np.concatenate([crops, crops[..., ::-1], crops[..., ::-1, :], crops[..., ::-1, ::-1]])
+
+
+def mean_over_views(probs: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities averaged over the views, boxes of the first view) from the outputs on `flip_views`."""
+    n = len(probs) // 4
+    return probs.reshape(4, n, -1).mean(0), boxes[:n]
+
+
+def predict_crops(net, crops: np.ndarray, scales: np.ndarray, batch: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Class probabilities (N, 7) and boxes in window coordinates (N, 4) from the torch network (`flip_views`)."""
     import torch
 
     net.eval()
     probs, boxes = [], []
     with torch.no_grad():
         for i in range(0, len(crops), batch):
-            logits, bx = net(torch.from_numpy(crops[i:i + batch]).float(), torch.from_numpy(scales[i:i + batch])[:, None])
-            probs.append(torch.softmax(logits, 1).numpy())
-            boxes.append(bx.numpy())
+            views = torch.from_numpy(flip_views(crops[i:i + batch])).float()
+            logits, bx = net(views, torch.from_numpy(np.tile(scales[i:i + batch], 4))[:, None])
+            p, b = mean_over_views(torch.softmax(logits, 1).numpy(), bx.numpy())
+            probs.append(p)
+            boxes.append(b)
     if not probs:
         return np.zeros((0, NUM_CLASSES + 1), np.float32), np.zeros((0, 4), np.float32)
     return np.concatenate(probs), np.concatenate(boxes)
@@ -458,7 +474,9 @@ class VerifierRuntime:
         found, crops, scales, _, _ = board_crops(composite)
         if not found:
             return np.zeros((0, 6), np.float32)
-        logits, boxes = self.session.run(None, {"crops": crops.astype(np.float32), "scales": scales[:, None]})
+        logits, boxes = self.session.run(None, {"crops": flip_views(crops).astype(np.float32),
+                                                "scales": np.tile(scales, 4)[:, None]})
         e = np.exp(logits - logits.max(1, keepdims=True))
-        return decode(found, e / e.sum(1, keepdims=True), boxes, conf, composite.shape[:2])
+        probs, boxes = mean_over_views(e / e.sum(1, keepdims=True), boxes)
+        return decode(found, probs, boxes, conf, composite.shape[:2])
 

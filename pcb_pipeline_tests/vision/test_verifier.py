@@ -247,3 +247,14 @@ def test_the_polarity_dual_swaps_copper_and_laminate_and_the_defect_types():
     assert dual.tolist() == [CLASS_ID["open"], CLASS_ID["mousebite"], cands.BACKGROUND]
     assert out[0, :, 0, 0].tolist() == [245.0, 55.0, 190.0]  # the difference of the swapped pair is the same
     assert torch.equal(out[2], crops[2])
+
+
+def test_class_probabilities_do_not_change_when_a_crop_is_flipped(boards, trained):
+    _, net, _ = trained
+    found, crops, scales, _, _ = vf.board_crops(boards[0][0])
+    probs, boxes = vf.predict_crops(net, crops, scales)
+    for flipped in (crops[..., ::-1], crops[..., ::-1, :], crops[..., ::-1, ::-1]):
+        p, _ = vf.predict_crops(net, np.ascontiguousarray(flipped), scales)
+        assert np.allclose(p, probs, atol=1e-5)  # the mean over the four flips is the same set of views
+    single_view = vf.mean_over_views(*(np.tile(a, (4, 1)) for a in (probs, boxes)))
+    assert np.allclose(single_view[0], probs) and np.allclose(single_view[1], boxes)
