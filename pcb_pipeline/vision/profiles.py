@@ -21,7 +21,8 @@ PROFILES: dict[str, dict] = {
              "cache": "ram", "patience": 50, "close_mosaic": 30, "seed": 0, **BINARY_BOARD_AUGMENT},
     # The two-stage reference inspector (vision.verifier_training): the legacy AOI proposes candidates, a small CNN
     # trained from scratch on their crops calls each one a defect type or "no defect". Needs a reference-mode
-    # dataset (boards with templates). CPU, a fixed number of epochs; the epoch with the best val mAP50 is kept.
+    # dataset (boards with templates). CPU, a fixed number of epochs; the epoch with the best val mAP50 is kept
+    # (with ema, the last one).
     # ema: the scored and kept network is a moving average of the weights (bench/VERIFIER_RESULTS.md, 2026-12-06:
     # +0.007 typed mAP, fewer false calls at both recalls, same training cost). invert: 30 % of the training crops
     # are shown as their polarity dual (copper and laminate swapped, types mapped): without it 4-6 of the 6 shorts

@@ -26,7 +26,7 @@ KIND_KEY = "pcb_kind"
 # class-agnostic NMS (overlap chosen on out-of-fold predictions of the training groups,
 # bench/verifier_runs/2026-12-04_diagnosis/); the fragments of one long open or spur lie end to end, a few pixels
 # apart, and each covers a part of it, so their union is the defect (the score-weighted mean box of the cluster was
-# a fragment-sized box; bench/VERIFIER_RESULTS.md, 2026-12-06: fewer false calls on two models).
+# a fragment-sized box; bench/VERIFIER_RESULTS.md, 2026-12-06: fewer false calls on four models).
 NMS_OVERLAP = 0.2
 MERGE_GAP = 4.0
 
