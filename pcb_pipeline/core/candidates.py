@@ -18,7 +18,11 @@ from pcb_pipeline.core.detection_metrics import box_iou
 # No opening (it erases thin opens and shorts) and every component of >= 4 pixels, untyped and unthresholded:
 # on the validation groups 99.1 % of true defects get a candidate with IoU > 0.33 and every one a candidate with
 # IoU > 0.1 (box refinement closes the gap), at ~10 candidates per board (bench/VERIFIER_RESULTS.md).
-CANDIDATE_PARAMS = replace(aoi.DEFAULT_PARAMS, open_radius=0, min_area=4, threshold=0.0, typed=False)
+# The composite's template is registered already (no second global search, max_shift 0), and the local
+# re-registration decides 8 x 8 blocks: on all 1000 trainval pairs the same coverage (99.80 % at IoU > 0.33) and
+# 10.0 candidates per board, in 31 ms instead of 54 (bench/VERIFIER_RESULTS.md, 2026-12-07).
+CANDIDATE_PARAMS = replace(aoi.DEFAULT_PARAMS, open_radius=0, min_area=4, threshold=0.0, typed=False,
+                           max_shift=0, local_step=8)
 BACKGROUND = NUM_CLASSES  # class index of "no defect" in the verifier's output
 CROP = 64  # crop side (pixels) fed to the verifier
 MIN_CONTEXT = 64  # smallest context window (pixels of the board) around a candidate

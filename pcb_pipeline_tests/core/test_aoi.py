@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from pcb_pipeline.core.aoi import (
-    DEFAULT_PARAMS, UNTYPED, AOIParams, MisalignedError, align, binarize, estimate_shift, inspect_pair, score_aoi,
-    shift_mask)
+    DEFAULT_PARAMS, UNTYPED, AOIParams, MisalignedError, align, binarize, estimate_shift, inspect_pair,
+    local_shift_field, score_aoi, shift_mask, warp_masks)
 from pcb_pipeline.core.classes import CLASS_ID
 from pcb_pipeline.core.deeppcb import group_split, read_split, split_file_path
 from pcb_pipeline.core.detection_metrics import operating_point
@@ -109,13 +109,14 @@ def test_shift_mask_direction():
 
 def _local_shifts_oracle(test_cu, temp_cu, p):
     """The local re-registration rule written plainly (float window sums, boolean indexing): the reference that
-    align's integer form must reproduce pixel for pixel."""
+    align's integer form must reproduce pixel for pixel. Returns the aligned template and the (dx, dy) field."""
     gdx, gdy, _ = estimate_shift(test_cu, temp_cu, p.max_shift)
     shifts = sorted(((dx, dy) for dy in range(gdy - p.local_radius, gdy + p.local_radius + 1)
                      for dx in range(gdx - p.local_radius, gdx + p.local_radius + 1)),
                     key=lambda s: ((s[0] - gdx) ** 2 + (s[1] - gdy) ** 2, s))
     k = (p.local_window, p.local_window)
     out = shift_mask(temp_cu, gdx, gdy).copy()
+    field_x, field_y = np.full(test_cu.shape, gdx), np.full(test_cu.shape, gdy)
     best = cv2.boxFilter((test_cu ^ out).astype(np.float64), -1, k, normalize=False, borderType=cv2.BORDER_REFLECT)
     for dx, dy in shifts[1:]:
         shifted = shift_mask(temp_cu, dx, dy)
@@ -123,22 +124,91 @@ def _local_shifts_oracle(test_cu, temp_cu, p):
                              borderType=cv2.BORDER_REFLECT)
         better = cost < best * 0.95 - 2.0
         best[better], out[better] = cost[better], shifted[better]
-    return out
+        field_x[better], field_y[better] = dx, dy
+    return out, (field_x, field_y)
 
 
-def test_local_registration_follows_a_stretched_scan_and_matches_the_plain_rule(drawn_pair):
+@pytest.fixture
+def stretched_pair(drawn_pair):
     _, template, _ = drawn_pair
     # a scan stretched by 0.6 %: the far side is ~3 px off while the centre is not, beyond any one global shift
     stretched = cv2.warpAffine(template, np.float32([[1.006, 0, -1.9], [0, 1.006, -1.9]]), (640, 640),
                                borderValue=WHITE)
-    test_cu, temp_cu = binarize(stretched), binarize(template)
+    return binarize(stretched), binarize(template)
+
+
+def test_local_registration_follows_a_stretched_scan_and_matches_the_plain_rule(stretched_pair):
+    test_cu, temp_cu = stretched_pair
     alignment, aligned, _ = align(test_cu, temp_cu)
     global_only = np.count_nonzero(test_cu ^ shift_mask(temp_cu, alignment.dx, alignment.dy))
     assert alignment.local_share > 0.05 and not alignment.misaligned
     assert np.count_nonzero(test_cu ^ aligned) < 0.5 * global_only
-    assert np.array_equal(aligned, _local_shifts_oracle(test_cu, temp_cu, DEFAULT_PARAMS))
+    assert np.array_equal(aligned, _local_shifts_oracle(test_cu, temp_cu, DEFAULT_PARAMS)[0])
     wide = replace(DEFAULT_PARAMS, local_window=61)  # window counts past uint16's exact range: the float32 path
-    assert np.array_equal(align(test_cu, temp_cu, wide)[1], _local_shifts_oracle(test_cu, temp_cu, wide))
+    assert np.array_equal(align(test_cu, temp_cu, wide)[1], _local_shifts_oracle(test_cu, temp_cu, wide)[0])
+
+
+def _block_shifts_oracle(test_cu, temp_cu, gdx, gdy, p):
+    """The block rule written plainly: each block's window of n x n blocks (n odd, nearest local_window pixels),
+    clipped at the image's edge, summed by slicing; the float rule; the shift painted over the block's pixels."""
+    h, w, s = *test_cu.shape, p.local_step
+    n = max(1, round(p.local_window / s))
+    n += 1 - n % 2
+    shifts = sorted(((dx, dy) for dy in range(gdy - p.local_radius, gdy + p.local_radius + 1)
+                     for dx in range(gdx - p.local_radius, gdx + p.local_radius + 1)),
+                    key=lambda t: ((t[0] - gdx) ** 2 + (t[1] - gdy) ** 2, t))
+    xors = [test_cu ^ shift_mask(temp_cu, dx, dy) for dx, dy in shifts]
+    field_x, field_y = np.zeros((h, w), int), np.zeros((h, w), int)
+    for by in range(0, h, s):
+        for bx in range(0, w, s):
+            y0, x0 = max(0, by - (n // 2) * s), max(0, bx - (n // 2) * s)
+            y1, x1 = by + (n // 2 + 1) * s, bx + (n // 2 + 1) * s
+            costs = [int(x[y0:y1, x0:x1].sum()) for x in xors]
+            best, pick = costs[0], 0
+            for i, c in enumerate(costs[1:], start=1):
+                if c < best * 0.95 - 2.0:
+                    best, pick = c, i
+            field_x[by:by + s, bx:bx + s], field_y[by:by + s, bx:bx + s] = shifts[pick]
+    return field_x, field_y
+
+
+@pytest.mark.parametrize("step", [4, 8, 13])
+def test_block_registration_matches_the_plain_block_rule(stretched_pair, step):
+    test_cu, temp_cu = (m[:203, 405:602] for m in stretched_pair)  # a corner far from the centre; odd sizes
+    p = replace(DEFAULT_PARAMS, local_step=step)
+    gdx, gdy, _ = estimate_shift(test_cu, temp_cu, p.max_shift)
+    dx, dy = local_shift_field(test_cu, temp_cu, gdx, gdy, p)
+    oracle_x, oracle_y = _block_shifts_oracle(test_cu, temp_cu, gdx, gdy, p)
+    assert np.array_equal(dx, oracle_x) and np.array_equal(dy, oracle_y)
+    assert len(set(zip(dx.ravel(), dy.ravel()))) > 1  # the stretch really asks for several shifts
+
+
+def test_block_registration_follows_the_stretch_as_the_pixel_rule_does(stretched_pair):
+    test_cu, temp_cu = stretched_pair
+    block = align(test_cu, temp_cu, replace(DEFAULT_PARAMS, local_step=8))[1]
+    per_pixel = align(test_cu, temp_cu, replace(DEFAULT_PARAMS, local_step=1))[1]
+    global_only = np.count_nonzero(test_cu ^ shift_mask(temp_cu, *estimate_shift(test_cu, temp_cu)[:2]))
+    assert np.count_nonzero(test_cu ^ block) < 0.5 * global_only
+    assert np.count_nonzero(block ^ per_pixel) < 0.01 * block.size
+
+
+def test_warp_masks_is_shift_mask_per_pixel():
+    rng = np.random.default_rng(3)
+    masks = [rng.random((37, 53)) > 0.5, rng.integers(0, 255, (37, 53), dtype=np.uint8)]
+    dx, dy = rng.integers(-3, 4, (37, 53)).astype(np.int32), rng.integers(-3, 4, (37, 53)).astype(np.int32)
+    warped = warp_masks(masks, dx, dy)
+    for mask, out in zip(masks, warped):
+        assert out.dtype == mask.dtype and out.shape == mask.shape
+        for y, x in [(0, 0), (5, 7), (36, 52), (20, 0), (0, 40)]:
+            assert out[y, x] == shift_mask(mask, int(dx[y, x]), int(dy[y, x]))[y, x]
+
+
+def test_registered_template_skips_the_global_search(stretched_pair):
+    test_cu, temp_cu = stretched_pair
+    # max_shift 0: the template is taken as registered (a reference composite); no range-edge misalignment verdict
+    alignment, aligned, _ = align(test_cu, temp_cu, replace(DEFAULT_PARAMS, max_shift=0))
+    assert (alignment.dx, alignment.dy) == (0, 0) and not alignment.misaligned
+    assert np.count_nonzero(test_cu ^ aligned) < np.count_nonzero(test_cu ^ temp_cu)
 
 
 @pytest.mark.deeppcb
