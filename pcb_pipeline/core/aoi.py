@@ -158,9 +158,11 @@ def shift_mask(mask: np.ndarray, dx: int, dy: int) -> np.ndarray:
     return padded.view(bool) if mask.dtype == bool else padded
 
 
-def _xor_count(a: np.ndarray, b: np.ndarray, margin: int) -> int:
-    m = margin
-    return int(np.count_nonzero(a[m:-m or None, m:-m or None] ^ b[m:-m or None, m:-m or None]))
+def _shifted_xor_count(test_cu: np.ndarray, temp_cu: np.ndarray, dx: int, dy: int, margin: int) -> int:
+    """XOR of the test mask and ``shift_mask(temp_cu, dx, dy)`` counted inside a ``margin`` border: with the shift
+    within the margin no replicated edge is read, so the shifted template is a view of the template, not a copy."""
+    m, (h, w) = margin, test_cu.shape
+    return int(np.count_nonzero(test_cu[m:h - m, m:w - m] ^ temp_cu[m - dy:h - m - dy, m - dx:w - m - dx]))
 
 
 def estimate_shift(test_cu: np.ndarray, temp_cu: np.ndarray, max_shift: int = 16) -> tuple[int, int, int]:
@@ -187,7 +189,7 @@ def estimate_shift(test_cu: np.ndarray, temp_cu: np.ndarray, max_shift: int = 16
         for dx in range(gx - f + 1, gx + f):
             if abs(dx) > max_shift or abs(dy) > max_shift:
                 continue
-            cost = _xor_count(test_cu, shift_mask(temp_cu, dx, dy), margin)
+            cost = _shifted_xor_count(test_cu, temp_cu, dx, dy, margin)
             fine = min(fine, (cost + 1e-3 * (dx * dx + dy * dy), dx, dy))
     return fine[1], fine[2], int(fine[0])
 

@@ -160,6 +160,30 @@ def test_onnx_runtime_serves_what_torch_computes(boards, trained, tmp_path):
     assert runtime.rows(blank).shape == (0, 6)
 
 
+def test_flips_judge_only_the_crops_the_network_is_not_sure_of():
+    rng = np.random.default_rng(0)
+    crops = rng.integers(0, 256, (3, 3, 5, 5)).astype(np.uint8)
+    crops[0, 0] = 255  # crop 0 reads as sure from every view; crops 1 and 2 as unsure
+    scales = np.array([0.0, 0.5, 1.0], np.float32)
+    seen = []
+
+    def run(views, view_scales):  # the "network" reads each view's top-left pixel of channel 0
+        seen.append(len(views))
+        v = views[:, 0, 0, 0].astype(np.float64) / 255
+        probs = np.zeros((len(views), cands.BACKGROUND + 1))
+        probs[:, 0], probs[:, cands.BACKGROUND] = v, 1 - v
+        return probs, np.column_stack([view_scales] * 4)
+
+    probs, boxes = vf.predict_with_flips(run, crops, scales, sure=0.999)
+    assert seen == [3, 6]  # the three crops, then three flips of each unsure crop
+    corners = crops[:, 0][:, [0, 0, -1, -1], [0, -1, 0, -1]] / 255  # a crop's top-left pixel under each flip
+    assert probs[0, 0] == 1.0 and np.allclose(probs[1:, 0], corners[1:].mean(1))
+    assert np.allclose(probs.sum(1), 1) and np.array_equal(boxes[:, 0], scales)  # the box is the crop's own
+    seen.clear()
+    every = vf.predict_with_flips(run, crops, scales, sure=2.0)[0]
+    assert seen == [3, 9] and np.allclose(every[:, 0], corners.mean(1))
+
+
 def _calls(boxes, classes, scores):
     """decode() inputs for calls at given board boxes: one 100 px window at the origin, boxes relative to it."""
     found = [cands.Candidate(tuple(b), (0.0, 0.0, 100.0, 100.0)) for b in boxes]
@@ -255,9 +279,7 @@ def test_the_polarity_dual_swaps_copper_and_laminate_and_the_defect_types():
 def test_class_probabilities_do_not_change_when_a_crop_is_flipped(boards, trained):
     _, net, _ = trained
     found, crops, scales, _, _ = vf.board_crops(boards[0][0])
-    probs, boxes = vf.predict_crops(net, crops, scales)
+    probs, boxes = vf.predict_crops(net, crops, scales, sure=2.0)  # every crop judged by its flips too
     for flipped in (crops[..., ::-1], crops[..., ::-1, :], crops[..., ::-1, ::-1]):
-        p, _ = vf.predict_crops(net, np.ascontiguousarray(flipped), scales)
+        p, _ = vf.predict_crops(net, np.ascontiguousarray(flipped), scales, sure=2.0)
         assert np.allclose(p, probs, atol=1e-5)  # the mean over the four flips is the same set of views
-    single_view = vf.mean_over_views(*(np.tile(a, (4, 1)) for a in (probs, boxes)))
-    assert np.allclose(single_view[0], probs) and np.allclose(single_view[1], boxes)
