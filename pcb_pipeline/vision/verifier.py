@@ -29,7 +29,11 @@ KIND_KEY = "pcb_kind"
 # a fragment-sized box; bench/VERIFIER_RESULTS.md, 2026-12-06: fewer false calls on four models).
 NMS_OVERLAP = 0.2
 MERGE_GAP = 4.0
-FLIP_SURE = 2.0  # a crop whose most likely class is below this is also judged by its flips (> 1: every crop)
+# A crop whose most likely class is below this is also judged by its three flips (> 1: every crop). On the validation
+# groups, the 2026-12-07 demo champion: 13 % of the crops flipped, the same typed mAP 0.991 / F 0.9886 and false calls
+# as flipping all (from 0.98 to 0.999 alike; 0.95 starts to lose), 42 ms per board served instead of 58
+# (bench/verifier_runs/2026-12-07_demo_verifier_blocks/flip_sure.json).
+FLIP_SURE = 0.99
 
 
 # ------------------------------------------------------------------------------------------------ crops
@@ -318,7 +322,7 @@ def predict_with_flips(run: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray,
 
     Flips on every crop: on the validation groups, one model, typed mAP 0.989 -> 0.991, F 0.987 -> 0.990, false calls
     per board at recall 0.99 0.055 -> 0.045 (bench/VERIFIER_RESULTS.md, 2026-12-06), at 4x the network's cost. A crop
-    the network is sure of keeps its call under the flips, so only the others pay for them (2026-12-07, same file)."""
+    the network is sure of keeps its call under the flips, so only the others pay for them (`FLIP_SURE`)."""
     probs, boxes = run(crops, scales)
     unsure = np.flatnonzero(probs.max(1) < sure)
     if unsure.size:

@@ -1,0 +1,93 @@
+"""Which crops pay for test-time flips, on a saved verifier (no retraining).
+
+    .venv/bin/python bench/verifier_flip_sure.py WEIGHTS.pt [--sure 2 0.999 0.99 0.98 0.95] [--timed 60]
+
+For each `FLIP_SURE` (a crop whose most likely class is below it is also judged by its three flips; > 1: every
+crop), on the validation groups of trainval: typed Deep PCB mAP and best F, false calls per board against the legacy
+AOI at the AOI's recall and at recall 0.99, the share of crops flipped, and ms per board on one thread for the whole
+served path (template registration and composite, candidates, crops, ONNX Runtime, decode: `Detector.predict_rows`
+on the decoded board and template) beside the legacy AOI (`aoi.inspect_pair`) in the same loop on the same boards.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ["OMP_NUM_THREADS"] = "1"
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from verifier_bench import load_boards  # noqa: E402
+
+from pcb_pipeline.core import aoi, deeppcb  # noqa: E402
+from pcb_pipeline.core.detection_metrics import compare_at_matched_recall, evaluate_detections  # noqa: E402
+from pcb_pipeline.vision import verifier as vf  # noqa: E402
+from pcb_pipeline.vision.detector import Detector  # noqa: E402
+
+
+def served_ms(onnx: Path, samples, sure: float) -> tuple[float, float]:
+    """Median ms per board, one thread: the served two-stage path and the legacy AOI, alternating board by board."""
+    cv2.setNumThreads(1)
+    det = Detector(onnx, conf=0.001, threads=1)
+    det.model.sure = sure
+    pairs = [(cv2.imread(str(s.test_image)), cv2.imread(str(s.template_image))) for s in samples]
+    det.predict_rows(*pairs[0][:1], template=pairs[0][1])  # warm-up
+    ms, ms_aoi = [], []
+    for test, template in pairs:
+        t = time.perf_counter(); det.predict_rows(test, template=template); ms.append(time.perf_counter() - t)
+        t = time.perf_counter(); aoi.inspect_pair(test, template); ms_aoi.append(time.perf_counter() - t)
+    return 1000 * float(np.median(ms)), 1000 * float(np.median(ms_aoi))
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("weights", type=Path)
+    p.add_argument("--sure", type=float, nargs="+", default=[2.0, 0.999, 0.995, 0.99, 0.98, 0.95])
+    p.add_argument("--timed", type=int, default=60, help="validation boards timed per setting")
+    p.add_argument("--out", type=Path, help="write the table as JSON here")
+    a = p.parse_args()
+    _, val_s = deeppcb.group_split(deeppcb.read_split(deeppcb.split_file_path(ROOT.parent / "shared" / "deeppcb")))
+    val_b = load_boards(val_s, 2)
+    va = vf.build_crop_set(val_b, log=lambda _: None, workers=2)
+    gts, sizes = [g for _, g in val_b], [c.shape[:2] for c, _ in val_b]
+    aoi_rows = aoi.predict_aoi([aoi.LoadedPair(s, c[..., 0], c[..., 1], g) for s, (c, g) in zip(val_s, val_b)])
+    net, _ = vf.load_checkpoint(a.weights)
+    onnx = Path(tempfile.mkdtemp()) / "verifier.onnx"
+    vf.export_onnx(net, onnx, {"pcb_input": "reference"})
+    one_view, _ = vf.predict_crops(net, va.crops, va.scales, sure=0.0)
+    table = []
+    for sure in a.sure:
+        probs, rel = vf.predict_crops(net, va.crops, va.scales, sure=sure)
+        rows = [[tuple(r) for r in b] for b in vf.rows_by_board(va, probs, rel, sizes)]
+        t = evaluate_detections(rows, gts, num_classes=6)
+        at_aoi = compare_at_matched_recall(rows, aoi_rows, gts)
+        at_99 = compare_at_matched_recall(rows, aoi_rows, gts, target_recall=0.99)
+        ms, ms_aoi = served_ms(onnx, val_s[:a.timed], sure)
+        row = {"sure": sure, "flipped_share": float((one_view.max(1) < sure).mean()), "typed_map": t.map,
+               "typed_best_f": t.best_f["f"], "fc_per_board_at_aoi_recall": at_aoi["model"]["false_calls_per_board"],
+               "fpr_reduction_at_aoi_recall": at_aoi["fpr_reduction"],
+               "fc_per_board_at_0.99": at_99["model"]["false_calls_per_board"],
+               "fpr_reduction_at_0.99": at_99["fpr_reduction"], "ms_per_board": ms, "ms_per_board_aoi": ms_aoi}
+        table.append(row)
+        print(json.dumps({k: v if v is None else round(v, 4) for k, v in row.items()}), flush=True)
+    if a.out:
+        a.out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv),
+                                     "machine": f"{platform.machine()} {platform.processor()}, {os.cpu_count()} cores",
+                                     "weights": str(a.weights), "val_crops": int(len(va.labels)), "table": table},
+                                    indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
