@@ -166,38 +166,36 @@ def shift_mask(mask: np.ndarray, dx: int, dy: int) -> np.ndarray:
     return padded.view(bool) if mask.dtype == bool else padded
 
 
-def _shifted_xor_count(test_cu: np.ndarray, temp_cu: np.ndarray, dx: int, dy: int, margin: int) -> int:
-    """XOR of the test mask and ``shift_mask(temp_cu, dx, dy)`` counted inside a ``margin`` border: with the shift
-    within the margin no replicated edge is read, so the shifted template is a view of the template, not a copy."""
-    m, (h, w) = margin, test_cu.shape
-    return int(np.count_nonzero(test_cu[m:h - m, m:w - m] ^ temp_cu[m - dy:h - m - dy, m - dx:w - m - dx]))
-
-
 def estimate_shift(test_cu: np.ndarray, temp_cu: np.ndarray, max_shift: int = 16) -> tuple[int, int, int]:
     """Global integer shift (dx, dy) of the template that best explains the test image, and the XOR count left.
 
     Coarse-to-fine XOR search (binary board images: phase correlation was unreliable on sparse layouts, reporting
-    shifts of hundreds of pixels for pairs that were aligned). Coarse: 1/4 scale, whole range; fine: +-3 pixels.
+    shifts of hundreds of pixels for pairs that were aligned). Coarse: 1/4 scale, whole range; fine: +-3 pixels,
+    counted inside a border the shift cannot reach past, so every shifted template is a view, never a padded copy.
     """
     f = 4
     h, w = test_cu.shape
+    m = max_shift + f  # the fine search's border
+    if min(h, w) <= 2 * m:  # too small to search: taken as registered
+        return 0, 0, int(np.count_nonzero(test_cu ^ temp_cu))
     a = cv2.resize(test_cu.astype(np.float32), (w // f, h // f), interpolation=cv2.INTER_AREA)
     b = cv2.resize(temp_cu.astype(np.float32), (w // f, h // f), interpolation=cv2.INTER_AREA)
     r = max(1, -(-max_shift // f))
+    hs, ws = a.shape
+    inner = a[r:hs - r, r:ws - r]
     best = (np.inf, 0, 0)
     for cy in range(-r, r + 1):
         for cx in range(-r, r + 1):
-            sb = shift_mask(b, cx, cy)
-            cost = float(np.abs(a[r:-r, r:-r] - sb[r:-r, r:-r]).sum()) + 1e-3 * (cx * cx + cy * cy)
+            cost = float(np.abs(inner - b[r - cy:hs - r - cy, r - cx:ws - r - cx]).sum()) + 1e-3 * (cx * cx + cy * cy)
             best = min(best, (cost, cx, cy))
     gx, gy = best[1] * f, best[2] * f
-    margin = max_shift + f
+    # XOR counts on bits packed along the rows (eight pixels a byte): the template packed once per column shift
+    test_bits = np.packbits(test_cu[m:h - m, m:w - m], axis=1)
     fine = (np.inf, 0, 0)
-    for dy in range(gy - f + 1, gy + f):
-        for dx in range(gx - f + 1, gx + f):
-            if abs(dx) > max_shift or abs(dy) > max_shift:
-                continue
-            cost = _shifted_xor_count(test_cu, temp_cu, dx, dy, margin)
+    for dx in range(max(gx - f + 1, -max_shift), min(gx + f, max_shift + 1)):
+        temp_bits = np.packbits(temp_cu[:, m - dx:w - m - dx], axis=1)
+        for dy in range(max(gy - f + 1, -max_shift), min(gy + f, max_shift + 1)):
+            cost = int(np.bitwise_count(test_bits ^ temp_bits[m - dy:h - m - dy]).sum())
             fine = min(fine, (cost + 1e-3 * (dx * dx + dy * dy), dx, dy))
     return fine[1], fine[2], int(fine[0])
 

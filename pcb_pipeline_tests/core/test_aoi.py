@@ -107,6 +107,24 @@ def test_shift_mask_direction():
     assert shift_mask(m, 2, 1)[2, 3]
 
 
+@pytest.mark.parametrize("shift", [(0, 0), (5, -3), (-16, 11), (2, 16)])
+def test_global_search_finds_the_shift_and_counts_what_it_leaves(drawn_pair, shift):
+    _, template, _ = drawn_pair
+    temp_cu = binarize(template)
+    test_cu = shift_mask(temp_cu, *shift).copy()  # (a zero shift returns the template itself)
+    test_cu[300:310, 200:240] ^= True  # a defect: 400 pixels the shift cannot explain
+    dx, dy, left = estimate_shift(test_cu, temp_cu, 16)
+    m = 16 + 4  # the fine search's border
+    assert (dx, dy) == shift
+    assert left == np.count_nonzero((test_cu ^ shift_mask(temp_cu, dx, dy))[m:-m, m:-m]) == 400
+
+
+def test_an_image_too_small_to_search_is_taken_as_registered():
+    small = np.zeros((30, 60), bool)
+    small[10:12, 5:50] = True
+    assert estimate_shift(small, shift_mask(small, 1, 1), 16) == (0, 0, 92)
+
+
 def _local_shifts_oracle(test_cu, temp_cu, p):
     """The local re-registration rule written plainly (float window sums, boolean indexing): the reference that
     align's integer form must reproduce pixel for pixel. Returns the aligned template and the (dx, dy) field."""
