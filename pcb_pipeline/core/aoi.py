@@ -201,9 +201,11 @@ def estimate_shift(test_cu: np.ndarray, temp_cu: np.ndarray, max_shift: int = 16
 
 
 def _tile_sums(mask: np.ndarray, tile: int) -> np.ndarray:
+    """Count of set pixels per ``tile`` x ``tile`` tile of a bool mask (the last row and column of tiles may be
+    narrower), summed in int32 from the mask's bytes."""
     h, w = mask.shape
     idx_y, idx_x = np.arange(0, h, tile), np.arange(0, w, tile)
-    return np.add.reduceat(np.add.reduceat(mask.astype(np.int64), idx_y, axis=0), idx_x, axis=1)
+    return np.add.reduceat(np.add.reduceat(mask.view(np.uint8), idx_y, axis=0, dtype=np.int32), idx_x, axis=1)
 
 
 def tile_residual(xor: np.ndarray, temp_cu: np.ndarray, tile: int = 80, min_edges: int = 60) -> float:
