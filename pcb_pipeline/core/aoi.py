@@ -240,12 +240,12 @@ def local_shift_field(test_cu: np.ndarray, temp_cu: np.ndarray, gdx: int, gdy: i
     p = params
     h, w = test_cu.shape
     shifts = _local_candidates(gdx, gdy, p.local_radius)
-    window_costs = _pixel_costs(test_cu, p.local_window) if p.local_step <= 1 else \
-        _block_costs(test_cu, p.local_window)
     # the template padded once (edges replicated, as shift_mask does): each shift is then a view, not a copy
     m = max(abs(gdx), abs(gdy)) + p.local_radius
     padded = cv2.copyMakeBorder(temp_cu.view(np.uint8), m, m, m, m, cv2.BORDER_REPLICATE).view(bool)
-    costs = (window_costs(padded[m - dy:m - dy + h, m - dx:m - dx + w]) for dx, dy in shifts)
+    window_costs = _pixel_costs(test_cu, padded, m, p.local_window) if p.local_step <= 1 else \
+        _block_costs(test_cu, padded, m, p.local_window)
+    costs = (window_costs(dx, dy) for dx, dy in shifts)
     bar = next(costs)
     kind = bar.dtype.type
     c19, c20, c40 = kind(19), kind(20), kind(40)
@@ -263,33 +263,41 @@ def local_shift_field(test_cu: np.ndarray, temp_cu: np.ndarray, gdx: int, gdy: i
     return dx, dy
 
 
-def _pixel_costs(test_cu: np.ndarray, window: int) -> Callable[[np.ndarray], np.ndarray]:
-    """XOR count over the ``window`` square centred on each pixel (borders reflected); uint16 while the counts
-    allow it (half the memory traffic of float32), else exact float32."""
+def _pixel_costs(test_cu: np.ndarray, padded: np.ndarray, m: int,
+                 window: int) -> Callable[[int, int], np.ndarray]:
+    """For a shift (dx, dy) of the template (``padded`` by ``m``): the XOR count over the ``window`` square centred
+    on each pixel (borders reflected); uint16 while the counts allow it (half the memory traffic of float32), else
+    exact float32."""
+    h, w = test_cu.shape
     depth = cv2.CV_16U if 20 * window * window + 40 < 2 ** 16 else cv2.CV_32F
 
-    def costs(shifted: np.ndarray) -> np.ndarray:
+    def costs(dx: int, dy: int) -> np.ndarray:
+        shifted = padded[m - dy:m - dy + h, m - dx:m - dx + w]
         return cv2.boxFilter((test_cu ^ shifted).view(np.uint8), depth, (window, window), normalize=False,
                              borderType=cv2.BORDER_REFLECT)
     return costs
 
 
-def _block_costs(test_cu: np.ndarray, window: int) -> Callable[[np.ndarray], np.ndarray]:
-    """XOR count, for each 8 x 8 block, over the square of n x n blocks centred on it (n the odd number of blocks
-    nearest ``window`` pixels), clipped at the image's edge (every shift is compared on the same pixels, so clipping
-    is fair).
+def _block_costs(test_cu: np.ndarray, padded: np.ndarray, m: int,
+                 window: int) -> Callable[[int, int], np.ndarray]:
+    """For a shift (dx, dy) of the template (``padded`` by ``m``): the XOR count, for each 8 x 8 block, over the
+    square of n x n blocks centred on it (n the odd number of blocks nearest ``window`` pixels), clipped at the
+    image's edge (every shift is compared on the same pixels, so clipping is fair).
 
     On bits packed along the rows, a block is one byte wide: XOR and count the bits of bytes (eight pixels at once),
-    then sum each block's eight rows."""
+    then sum each block's eight rows. The template is packed once per column shift."""
     h, w = test_cu.shape
     hb, wb = -(-h // BLOCK), -(-w // BLOCK)
     n = max(1, round(window / BLOCK))
     n += 1 - n % 2
     test_bits = np.packbits(test_cu, axis=1)  # (h, wb): a row's last byte padded with zeros
     counts = np.zeros((hb * BLOCK, wb), dtype=np.uint8)  # rows padded with zeros to whole blocks
+    packed: dict[int, np.ndarray] = {}
 
-    def costs(shifted: np.ndarray) -> np.ndarray:
-        np.bitwise_count(test_bits ^ np.packbits(shifted, axis=1), out=counts[:h])
+    def costs(dx: int, dy: int) -> np.ndarray:
+        if dx not in packed:
+            packed[dx] = np.packbits(padded[:, m - dx:m - dx + w], axis=1)
+        np.bitwise_count(test_bits ^ packed[dx][m - dy:m - dy + h], out=counts[:h])
         blocks = counts.reshape(hb, BLOCK, wb).sum(1, dtype=np.float32)
         return cv2.boxFilter(blocks, -1, (n, n), normalize=False, borderType=cv2.BORDER_CONSTANT)
     return costs
@@ -304,8 +312,8 @@ def warp_masks(masks: Sequence[np.ndarray], dx: np.ndarray, dy: np.ndarray) -> l
     stacked = np.dstack([m.view(np.uint8) if m.dtype == bool else m for m in masks])
     out = cv2.remap(stacked, map_x, map_y, cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)
     out = out.reshape(h, w, len(masks))
-    return [out[..., i].astype(bool) if m.dtype == bool else np.ascontiguousarray(out[..., i])
-            for i, m in enumerate(masks)]
+    planes = [np.ascontiguousarray(out[..., i]) for i in range(len(masks))]
+    return [plane.view(bool) if m.dtype == bool else plane for plane, m in zip(planes, masks)]  # 0/1 bytes
 
 
 def align(test_cu: np.ndarray, temp_cu: np.ndarray, params: AOIParams = DEFAULT_PARAMS,
