@@ -22,6 +22,19 @@ from pathlib import Path
 os.environ["OMP_NUM_THREADS"] = "1"
 
 
+def median_ms(detector, inspect_pair, pairs) -> tuple[float, float]:
+    """Median ms per board of ``detector.predict_rows`` (board and template) and of ``inspect_pair`` (the legacy AOI)
+    on the same pairs, board by board, after one warm-up."""
+    import numpy as np
+
+    detector.predict_rows(pairs[0][0], template=pairs[0][1])  # warm-up
+    two_stage, legacy = [], []
+    for test, template in pairs:
+        t = time.perf_counter(); detector.predict_rows(test, template=template); two_stage.append(time.perf_counter() - t)
+        t = time.perf_counter(); inspect_pair(test, template); legacy.append(time.perf_counter() - t)
+    return 1000 * float(np.median(two_stage)), 1000 * float(np.median(legacy))
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("checkout", type=Path, help="the repository whose pcb_pipeline is timed")
@@ -31,7 +44,6 @@ def main() -> int:
     a = p.parse_args()
     sys.path.insert(0, str(a.checkout.resolve()))
     import cv2
-    import numpy as np
 
     from pcb_pipeline.core import aoi, deeppcb
     from pcb_pipeline.vision.detector import Detector
@@ -39,15 +51,9 @@ def main() -> int:
     cv2.setNumThreads(1)
     _, val = deeppcb.group_split(deeppcb.read_split(deeppcb.split_file_path(a.deeppcb)))
     pairs = [(cv2.imread(str(s.test_image)), cv2.imread(str(s.template_image))) for s in val[:a.boards]]
-    detector = Detector(a.onnx, conf=0.001, threads=1)
-    detector.predict_rows(pairs[0][0], template=pairs[0][1])  # warm-up
-    two_stage, legacy = [], []
-    for test, template in pairs:
-        t = time.perf_counter(); detector.predict_rows(test, template=template); two_stage.append(time.perf_counter() - t)
-        t = time.perf_counter(); aoi.inspect_pair(test, template); legacy.append(time.perf_counter() - t)
-    print(json.dumps({"checkout": str(a.checkout), "boards": len(pairs),
-                      "two_stage_ms": round(1000 * float(np.median(two_stage)), 1),
-                      "legacy_aoi_ms": round(1000 * float(np.median(legacy)), 1)}))
+    two_stage, legacy = median_ms(Detector(a.onnx, conf=0.001, threads=1), aoi.inspect_pair, pairs)
+    print(json.dumps({"checkout": str(a.checkout), "boards": len(pairs), "two_stage_ms": round(two_stage, 1),
+                      "legacy_aoi_ms": round(legacy, 1)}))
     return 0
 
 

@@ -22,12 +22,12 @@ from pathlib import Path
 os.environ["OMP_NUM_THREADS"] = "1"
 
 import cv2  # noqa: E402
-import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from served_path_ms import median_ms  # noqa: E402
 from verifier_bench import load_boards  # noqa: E402
 
 from pcb_pipeline.core import aoi, deeppcb  # noqa: E402
@@ -42,12 +42,7 @@ def served_ms(onnx: Path, samples, sure: float) -> tuple[float, float]:
     det = Detector(onnx, conf=0.001, threads=1)
     det.model.sure = sure
     pairs = [(cv2.imread(str(s.test_image)), cv2.imread(str(s.template_image))) for s in samples]
-    det.predict_rows(*pairs[0][:1], template=pairs[0][1])  # warm-up
-    ms, ms_aoi = [], []
-    for test, template in pairs:
-        t = time.perf_counter(); det.predict_rows(test, template=template); ms.append(time.perf_counter() - t)
-        t = time.perf_counter(); aoi.inspect_pair(test, template); ms_aoi.append(time.perf_counter() - t)
-    return 1000 * float(np.median(ms)), 1000 * float(np.median(ms_aoi))
+    return median_ms(det, aoi.inspect_pair, pairs)
 
 
 def main() -> int:

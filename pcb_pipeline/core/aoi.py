@@ -243,7 +243,7 @@ def local_shift_field(test_cu: np.ndarray, temp_cu: np.ndarray, gdx: int, gdy: i
     # the template padded once (edges replicated, as shift_mask does): each shift is then a view, not a copy
     m = max(abs(gdx), abs(gdy)) + p.local_radius
     padded = cv2.copyMakeBorder(temp_cu.view(np.uint8), m, m, m, m, cv2.BORDER_REPLICATE).view(bool)
-    window_costs = _pixel_costs(test_cu, padded, m, p.local_window) if p.local_step <= 1 else \
+    window_costs = _pixel_costs(test_cu, padded, m, p.local_window) if p.local_step == 1 else \
         _block_costs(test_cu, padded, m, p.local_window)
     costs = (window_costs(dx, dy) for dx, dy in shifts)
     bar = next(costs)
