@@ -44,8 +44,11 @@ def composite_masks(composite: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def propose(composite: np.ndarray, params: aoi.AOIParams = CANDIDATE_PARAMS) -> list[Candidate]:
     """Candidate regions of one board (reference composite, HxWx3)."""
     test_cu, temp_cu = composite_masks(composite)
-    result = aoi.inspect_masks(test_cu, temp_cu, params)
-    return [Candidate(b := (d.x1, d.y1, d.x2, d.y2), context_window(b)) for d in result.detections]
+    # the registration was judged when the composite was built (reference.reference_composite refuses a template
+    # that does not line up), so no verdict here: only the tolerance band is moved, not the template itself
+    *_, (grow, shrink) = aoi.register(test_cu, temp_cu, params, aoi.tolerance_masks(temp_cu, params.tolerance))
+    found = aoi.to_detections(aoi.difference_components(test_cu, grow, shrink, params), params, test_cu.shape)
+    return [Candidate(b := (d.x1, d.y1, d.x2, d.y2), context_window(b)) for d in found]
 
 
 def context_window(box) -> tuple[float, float, float, float]:

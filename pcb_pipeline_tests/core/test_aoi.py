@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from pcb_pipeline.core.aoi import (
-    DEFAULT_PARAMS, UNTYPED, AOIParams, MisalignedError, align, binarize, estimate_shift, inspect_pair,
-    local_shift_field, score_aoi, shift_mask, warp_masks)
+    BLOCK, DEFAULT_PARAMS, UNTYPED, AOIParams, MisalignedError, align, binarize, difference_components,
+    estimate_shift, inspect_pair, local_shift_field, moved_share, score_aoi, shift_mask, tolerance_masks, warp_masks)
 from pcb_pipeline.core.classes import CLASS_ID
 from pcb_pipeline.core.deeppcb import group_split, read_split, split_file_path
 from pcb_pipeline.core.detection_metrics import operating_point
@@ -195,8 +195,10 @@ def test_block_registration_matches_the_plain_block_rule(stretched_pair):
     p = replace(DEFAULT_PARAMS, local_step=8)
     gdx, gdy, _ = estimate_shift(test_cu, temp_cu, p.max_shift)
     dx, dy = local_shift_field(test_cu, temp_cu, gdx, gdy, p)
+    assert dx.shape == dy.shape == (26, 25)  # one decision per 8 x 8 block, the last ones partial
     oracle_x, oracle_y = _block_shifts_oracle(test_cu, temp_cu, gdx, gdy, p)
-    assert np.array_equal(dx, oracle_x) and np.array_equal(dy, oracle_y)
+    assert np.array_equal(_per_pixel(dx, test_cu.shape), oracle_x)
+    assert np.array_equal(_per_pixel(dy, test_cu.shape), oracle_y)
     assert len(set(zip(dx.ravel(), dy.ravel()))) > 1  # the stretch really asks for several shifts
 
 
@@ -223,6 +225,41 @@ def test_warp_masks_is_shift_mask_per_pixel():
         assert out.dtype == mask.dtype and out.shape == mask.shape
         for y, x in [(0, 0), (5, 7), (36, 52), (20, 0), (0, 40)]:
             assert out[y, x] == shift_mask(mask, int(dx[y, x]), int(dy[y, x]))[y, x]
+
+
+def _per_pixel(block_field, shape):
+    return np.repeat(np.repeat(block_field, BLOCK, axis=0), BLOCK, axis=1)[:shape[0], :shape[1]]
+
+
+def test_a_block_field_warps_as_the_same_field_painted_per_pixel():
+    rng = np.random.default_rng(4)
+    masks = [rng.random((37, 53)) > 0.5, rng.integers(0, 255, (37, 53), dtype=np.uint8)]
+    dx, dy = rng.integers(-3, 4, (5, 7)).astype(np.int32), rng.integers(-3, 4, (5, 7)).astype(np.int32)
+    dx[0, 0] = dy[0, 0] = 0  # blocks that stay are copied, not gathered
+    by_block = warp_masks(masks, dx, dy)
+    by_pixel = warp_masks(masks, _per_pixel(dx, (37, 53)), _per_pixel(dy, (37, 53)))
+    for mask, block, pixel in zip(masks, by_block, by_pixel):
+        assert block.dtype == mask.dtype and block.flags.c_contiguous and np.array_equal(block, pixel)
+    still = warp_masks(masks, np.zeros((5, 7), np.int32), np.zeros((5, 7), np.int32))
+    assert all(np.array_equal(out, m) and out is not m for out, m in zip(still, masks))
+
+
+def test_moved_share_weighs_each_block_by_its_pixels():
+    rng = np.random.default_rng(5)
+    dx, dy = rng.integers(-1, 2, (5, 7)).astype(np.int32), rng.integers(-1, 2, (5, 7)).astype(np.int32)
+    per_pixel = moved_share(_per_pixel(dx, (37, 53)), _per_pixel(dy, (37, 53)), 1, 0, (37, 53))
+    assert moved_share(dx, dy, 1, 0, (37, 53)) == pytest.approx(per_pixel, abs=1e-12)
+    assert 0 < per_pixel < 1
+
+
+def test_typing_components_needs_the_registered_template(drawn_pair):
+    test, template, truth = drawn_pair
+    test_cu, temp_cu = binarize(test), shift_mask(binarize(template), *SHIFT)
+    grow, shrink = tolerance_masks(temp_cu, 1)
+    with pytest.raises(ValueError, match="registered template"):
+        difference_components(test_cu, grow, shrink, DEFAULT_PARAMS)
+    untyped = difference_components(test_cu, grow, shrink, replace(DEFAULT_PARAMS, typed=False))
+    assert len(untyped) >= len(truth) and {c.class_id for c in untyped} == {UNTYPED}
 
 
 def test_registered_template_skips_the_global_search(stretched_pair):
