@@ -65,15 +65,16 @@ def main() -> int:
     t1 = time.perf_counter()
     if a.weights:
         net, meta = vf.load_checkpoint(a.weights)
-        cfg = vf.VerifierTrainConfig(epochs=a.epochs, width=int(meta["width"]), stem_stride=int(meta.get("stem_stride", 2)))
+        cfg = vf.VerifierTrainConfig(epochs=a.epochs, width=int(meta["width"]), stem_stride=int(meta.get("stem_stride", 2)),
+                                     invert=float(meta.get(vf.INVERT_KEY) or 0))
     else:
         net = vf.train_verifier(tr, cfg, va, on_epoch=lambda e, m, _: print(e, {k: round(v, 4) for k, v in m.items()},
                                                                                flush=True),
                                 composites=[c for c, _ in train_b])
     train_time = time.perf_counter() - t1
     vf.save_checkpoint(net, cfg, a.out / "verifier.pt")
-    vf.export_onnx(net, a.out / "verifier.onnx", {"pcb_input": "reference"})
-    probs, rel = vf.predict_crops(net, va.crops, va.scales)
+    vf.export_onnx(net, a.out / "verifier.onnx", {"pcb_input": "reference", vf.INVERT_KEY: cfg.invert})
+    probs, rel = vf.predict_crops(net, va.crops, va.scales, dual=cfg.invert > 0)
     model_rows = [[tuple(r) for r in rows] for rows in
                   vf.rows_by_board(va, probs, rel, [c.shape[:2] for c, _ in val_b])]
     gts = [gt for _, gt in val_b]

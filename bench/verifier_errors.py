@@ -86,8 +86,8 @@ def main() -> int:
     _, val_s = deeppcb.group_split(deeppcb.read_split(deeppcb.split_file_path(a.deeppcb)))
     val_b = load_boards(val_s, a.workers)
     va = vf.build_crop_set(val_b, log=lambda _: None, workers=a.workers)
-    net, _ = vf.load_checkpoint(a.weights)
-    probs, rel = vf.predict_crops(net, va.crops, va.scales)
+    net, meta = vf.load_checkpoint(a.weights)
+    probs, rel = vf.predict_crops(net, va.crops, va.scales, dual=vf.reads_polarity_dual(meta))
     rows = vf.rows_by_board(va, probs, rel, [c.shape[:2] for c, _ in val_b])
     gts = [gt for _, gt in val_b]
     report = evaluate_detections([[tuple(r) for r in b] for b in rows], gts, num_classes=len(CLASS_NAMES))

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/verifier_flip_sure.py WEIGHTS.pt [--sure 2 0.999 0.99 0.98 0.95] [--timed 60]
 
-For each `FLIP_SURE` (a crop whose most likely class is below it is also judged by its three flips; > 1: every
+For each `FLIP_SURE` (a crop whose most likely class is below it is also judged by its other views; > 1: every
 crop), on the validation groups of trainval: typed Deep PCB mAP and best F, false calls per board against the legacy
 AOI at the AOI's recall and at recall 0.99, the share of crops flipped, and ms per board on one thread for the whole
 served path (template registration and composite, candidates, crops, ONNX Runtime, decode: `Detector.predict_rows`
@@ -57,13 +57,14 @@ def main() -> int:
     va = vf.build_crop_set(val_b, log=lambda _: None, workers=2)
     gts, sizes = [g for _, g in val_b], [c.shape[:2] for c, _ in val_b]
     aoi_rows = aoi.predict_aoi([aoi.LoadedPair(s, c[..., 0], c[..., 1], g) for s, (c, g) in zip(val_s, val_b)])
-    net, _ = vf.load_checkpoint(a.weights)
+    net, meta = vf.load_checkpoint(a.weights)
+    dual = vf.reads_polarity_dual(meta)
     onnx = Path(tempfile.mkdtemp()) / "verifier.onnx"
-    vf.export_onnx(net, onnx, {"pcb_input": "reference"})
+    vf.export_onnx(net, onnx, {"pcb_input": "reference", vf.INVERT_KEY: meta.get(vf.INVERT_KEY, 0)})
     one_view, _ = vf.predict_crops(net, va.crops, va.scales, sure=0.0)
     table = []
     for sure in a.sure:
-        probs, rel = vf.predict_crops(net, va.crops, va.scales, sure=sure)
+        probs, rel = vf.predict_crops(net, va.crops, va.scales, sure=sure, dual=dual)
         rows = [[tuple(r) for r in b] for b in vf.rows_by_board(va, probs, rel, sizes)]
         t = evaluate_detections(rows, gts, num_classes=6)
         at_aoi = compare_at_matched_recall(rows, aoi_rows, gts)

@@ -58,8 +58,8 @@ def main() -> int:
     aoi_rows = aoi.predict_aoi([aoi.LoadedPair(s, c[..., 0], c[..., 1], g) for s, (c, g) in zip(val_s, val_b)])
     product = vf.merge_overlapping
     for weights in sys.argv[1:]:
-        net, _ = vf.load_checkpoint(Path(weights))
-        probs, rel = vf.predict_crops(net, va.crops, va.scales)
+        net, meta = vf.load_checkpoint(Path(weights))
+        probs, rel = vf.predict_crops(net, va.crops, va.scales, dual=vf.reads_polarity_dual(meta))
         print(weights)
         for name, (overlap, gap, union) in VARIANTS.items():
             vf.merge_overlapping = (

@@ -29,11 +29,16 @@ KIND_KEY = "pcb_kind"
 # a fragment-sized box; bench/VERIFIER_RESULTS.md, 2026-12-06: fewer false calls on four models).
 NMS_OVERLAP = 0.2
 MERGE_GAP = 4.0
-# A crop whose most likely class is below this is also judged by its three flips (> 1: every crop). On the validation
-# groups, the 2026-12-07 demo champion: 13 % of the crops flipped, the same typed mAP 0.991 / F 0.9886 and false calls
-# as flipping all (from 0.98 to 0.999 alike; 0.95 starts to lose), 42 ms per board served instead of 58
-# (bench/verifier_runs/2026-12-07_demo_verifier_blocks/flip_sure.json).
+# A crop whose most likely class is below this is also judged by its other views (three flips, and the polarity dual
+# of all four when the network learnt it; > 1: every crop). On the validation groups, the 2026-12-07 demo champion:
+# 13 % of the crops flipped, the same typed mAP 0.991 / F 0.9886 and false calls as flipping all (from 0.98 to 0.999
+# alike; 0.95 starts to lose), 42 ms per board served instead of 58
+# (bench/verifier_runs/2026-12-07_demo_verifier_blocks/flip_sure.json); with the dual views as well, 0.95 to 0.999
+# alike (bench/VERIFIER_RESULTS.md, 2026-12-08).
 FLIP_SURE = 0.99
+# Metadata key (checkpoint config and ONNX): the share of training crops shown as their polarity dual. A network
+# trained with it (> 0) is also asked about the dual of an unsure crop; one trained without it never saw such a view.
+INVERT_KEY = "invert"
 
 
 # ------------------------------------------------------------------------------------------------ crops
@@ -138,6 +143,19 @@ def polarity_dual(crops, labels, chosen):
 
     flip = chosen[:, None, None, None] & (torch.arange(3) < 2)[None, :, None, None]
     return torch.where(flip, 255.0 - crops, crops), torch.where(chosen, torch.from_numpy(DUAL_LABEL)[labels], labels)
+
+
+def polarity_inverted(crops: np.ndarray) -> np.ndarray:
+    """(N, 3, H, W) crops with copper and laminate swapped in the test and template channels: `polarity_dual`'s
+    pixels, for inference (numpy, no labels)."""
+    out = crops.copy()
+    out[:, :2] = 255 - out[:, :2]
+    return out
+
+
+def reads_polarity_dual(metadata: dict) -> bool:
+    """Whether a saved verifier (its checkpoint config or ONNX metadata) was trained on polarity-dual crops."""
+    return float(metadata.get(INVERT_KEY) or 0) > 0
 
 
 def _augment(crops, boxes, generator):
@@ -267,7 +285,7 @@ def train_verifier(train: CropSet, cfg: VerifierTrainConfig, val: CropSet | None
         metrics = {k: v / len(x) for k, v in total.items()}
         scored = averaged.net if averaged else net
         if val is not None and len(val.labels):
-            probs, _ = predict_crops(scored, val.crops, val.scales)
+            probs, _ = predict_crops(scored, val.crops, val.scales, dual=cfg.invert > 0)
             metrics["val_accuracy"] = float((probs.argmax(1) == val.labels).mean())
         if on_epoch:
             scored.eval()
@@ -315,24 +333,37 @@ def flipped_views(crops: np.ndarray) -> np.ndarray:
 
 
 def predict_with_flips(run: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]], crops: np.ndarray,
-                       scales: np.ndarray, sure: float = FLIP_SURE) -> tuple[np.ndarray, np.ndarray]:
+                       scales: np.ndarray, sure: float = FLIP_SURE,
+                       dual: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Class probabilities (N, 7) and boxes (N, 4) of crops through ``run`` (crops, scales) -> (probabilities,
     boxes): a crop whose most likely class is below ``sure`` takes the mean probabilities over itself and its three
-    flips (`flipped_views`); the box is always the crop's own. ``sure`` > 1: every crop is flipped.
+    flips (`flipped_views`), and with ``dual`` (a network trained on polarity duals, `reads_polarity_dual`) also over
+    its polarity dual and the dual's flips, whose calls are mapped back to the crop's types (`DUAL_LABEL`: the dual
+    of a short reads as an open). The box is always the crop's own. ``sure`` > 1: every crop.
 
     Flips on every crop: on the validation groups, one model, typed mAP 0.989 -> 0.991, F 0.987 -> 0.990, false calls
     per board at recall 0.99 0.055 -> 0.045 (bench/VERIFIER_RESULTS.md, 2026-12-06), at 4x the network's cost. A crop
-    the network is sure of keeps its call under the flips, so only the others pay for them (`FLIP_SURE`)."""
+    the network is sure of keeps its call under the flips, so only the others pay for them (`FLIP_SURE`). The dual
+    views: on two networks trained with the dual, typed mAP +0.003 and F +0.002 to +0.003 over the flips alone
+    (bench/VERIFIER_RESULTS.md, 2026-12-08)."""
     probs, boxes = run(crops, scales)
     unsure = np.flatnonzero(probs.max(1) < sure)
     if unsure.size:
-        flipped, _ = run(flipped_views(crops[unsure]), np.tile(scales[unsure], 3))
-        probs[unsure] = (probs[unsure] + flipped.reshape(3, unsure.size, -1).sum(0)) / 4
+        views = flipped_views(crops[unsure])
+        if dual:
+            inverted = polarity_inverted(crops[unsure])
+            views = np.concatenate([views, inverted, flipped_views(inverted)])
+        n = len(views) // unsure.size
+        seen, _ = run(views, np.tile(scales[unsure], n))
+        seen = seen.reshape(n, unsure.size, -1)
+        if dual:
+            seen[3:] = seen[3:][..., DUAL_LABEL]
+        probs[unsure] = (probs[unsure] + seen.sum(0)) / (n + 1)
     return probs, boxes
 
 
-def predict_crops(net, crops: np.ndarray, scales: np.ndarray, batch: int = 256,
-                  sure: float = FLIP_SURE) -> tuple[np.ndarray, np.ndarray]:
+def predict_crops(net, crops: np.ndarray, scales: np.ndarray, batch: int = 256, sure: float = FLIP_SURE,
+                  dual: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Class probabilities (N, 7) and boxes in window coordinates (N, 4) from the torch network
     (`predict_with_flips`)."""
     import torch
@@ -350,7 +381,7 @@ def predict_crops(net, crops: np.ndarray, scales: np.ndarray, batch: int = 256,
         return np.zeros((0, NUM_CLASSES + 1), np.float32), np.zeros((0, 4), np.float32)
     net.eval()
     with torch.no_grad():
-        return predict_with_flips(run, crops, scales.astype(np.float32), sure)
+        return predict_with_flips(run, crops, scales.astype(np.float32), sure, dual)
 
 
 # ------------------------------------------------------------------------------------------------ decoding
@@ -420,7 +451,7 @@ def save_checkpoint(net, cfg: VerifierTrainConfig, path: Path, extra: dict | Non
     import torch
 
     meta = {KIND_KEY: VERIFIER_KIND, "width": cfg.width, "stem_stride": cfg.stem_stride, "crop": cands.CROP,
-            **(extra or {})}
+            INVERT_KEY: cfg.invert, **(extra or {})}
     torch.save({"state_dict": net.state_dict(), "config": json.dumps(meta)}, path)
 
 
@@ -488,12 +519,13 @@ class VerifierRuntime:
         self.session = ort.InferenceSession(str(self.path), sess_options=so, providers=["CPUExecutionProvider"])
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         self.sure = sure
+        self.dual = reads_polarity_dual(self.metadata)
 
     def rows(self, composite: np.ndarray, conf: float = 0.001) -> np.ndarray:
         found, crops, scales, _, _ = board_crops(composite)
         if not found:
             return np.zeros((0, 6), np.float32)
-        probs, boxes = predict_with_flips(self._run, crops, scales, self.sure)
+        probs, boxes = predict_with_flips(self._run, crops, scales, self.sure, self.dual)
         return decode(found, probs, boxes, conf, composite.shape[:2])
 
     def _run(self, crops: np.ndarray, scales: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

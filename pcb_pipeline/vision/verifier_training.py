@@ -135,8 +135,10 @@ def train_two_stage(data_dir: Path, out_dir: Path, params: dict, mlflow, log: Ca
 
     best = {"map50": -1.0}
 
+    dual = cfg.invert > 0  # a network trained on polarity duals is also asked about an unsure crop's dual
+
     def on_epoch(epoch: int, metrics: dict, net) -> None:
-        probs, rel = vf.predict_crops(net, val_set.crops, val_set.scales)
+        probs, rel = vf.predict_crops(net, val_set.crops, val_set.scales, dual=dual)
         scores = detection_metrics(vf.rows_by_board(val_set, probs, rel, sizes), gts)
         mlflow.log_metrics({**metrics, **{f"val_{k}": scores[k] for k in ("map50", "deeppcb_map", "deeppcb_f")}},
                            step=epoch)
@@ -154,12 +156,13 @@ def train_two_stage(data_dir: Path, out_dir: Path, params: dict, mlflow, log: Ca
     net.load_state_dict(best["state"])
     net.eval()
 
-    probs, rel = vf.predict_crops(net, val_set.crops, val_set.scales)
+    probs, rel = vf.predict_crops(net, val_set.crops, val_set.scales, dual=dual)
     rows = vf.rows_by_board(val_set, probs, rel, sizes)
     metrics = {**detection_metrics(rows, gts), **against_aoi(rows, val_boards), "train_seconds": train_seconds,
                "epochs_completed": float(cfg.epochs), "best_epoch": float(best["epoch"])}
     out_dir = Path(out_dir)
-    stamp = {"pcb_input": REFERENCE, "best_epoch": best["epoch"], "val_map50": round(metrics["map50"], 6)}
+    stamp = {"pcb_input": REFERENCE, "best_epoch": best["epoch"], "val_map50": round(metrics["map50"], 6),
+             vf.INVERT_KEY: cfg.invert}
     vf.save_checkpoint(net, cfg, out_dir / "best.pt", stamp)
     vf.export_onnx(net, out_dir / "best.onnx", stamp)
     _log_diagnostics(mlflow, out_dir, val_set, probs)

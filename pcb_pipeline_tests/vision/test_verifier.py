@@ -158,6 +158,13 @@ def test_onnx_runtime_serves_what_torch_computes(boards, trained, tmp_path):
     blank = composite.copy()
     blank[..., 0], blank[..., 2] = blank[..., 1], 0
     assert runtime.rows(blank).shape == (0, 6)
+    # a network stamped as trained on polarity duals is also asked about them, served as in torch
+    vf.export_onnx(net, tmp_path / "dual.onnx", {"pcb_input": "reference", vf.INVERT_KEY: 0.3})
+    dual = vf.VerifierRuntime(tmp_path / "dual.onnx", threads=1, sure=2.0)
+    assert dual.dual and not runtime.dual
+    probs, rel = vf.predict_crops(net, crops, scales, sure=2.0, dual=True)
+    assert np.allclose(dual.rows(composite), vf.decode(found, probs, rel, 0.001, composite.shape[:2]), atol=1e-3)
+    assert not np.allclose(probs, vf.predict_crops(net, crops, scales, sure=2.0)[0], atol=1e-4)
 
 
 def test_flips_judge_only_the_crops_the_network_is_not_sure_of():
@@ -182,6 +189,33 @@ def test_flips_judge_only_the_crops_the_network_is_not_sure_of():
     seen.clear()
     every = vf.predict_with_flips(run, crops, scales, sure=2.0)[0]
     assert seen == [3, 9] and np.allclose(every[:, 0], corners.mean(1))
+
+
+def test_the_dual_views_are_read_back_as_the_crops_own_types():
+    from pcb_pipeline.core.classes import CLASS_ID
+
+    rng = np.random.default_rng(1)
+    crops = rng.integers(1, 255, (2, 3, 5, 5)).astype(np.uint8)
+    scales = np.zeros(2, np.float32)
+    seen = []
+
+    def run(views, view_scales):  # P(open) is a view's top-left test pixel, the rest "no defect"
+        seen.append(len(views))
+        v = views[:, 0, 0, 0].astype(np.float64) / 255
+        probs = np.zeros((len(views), cands.BACKGROUND + 1))
+        probs[:, CLASS_ID["open"]], probs[:, cands.BACKGROUND] = v, 1 - v
+        return probs, np.zeros((len(views), 4))
+
+    probs, _ = vf.predict_with_flips(run, crops, scales, sure=2.0, dual=True)
+    assert seen == [2, 14]  # each crop, then its three flips, its dual and the dual's three flips
+    corners = crops[:, 0][:, [0, 0, -1, -1], [0, -1, 0, -1]] / 255
+    # the dual of a view reads 1 - corner as "open", which is the crop's "short" (copper and laminate swapped)
+    assert np.allclose(probs[:, CLASS_ID["open"]], corners.sum(1) / 8)
+    assert np.allclose(probs[:, CLASS_ID["short"]], (1 - corners).sum(1) / 8)
+    assert np.allclose(probs.sum(1), 1)
+    assert vf.reads_polarity_dual({vf.INVERT_KEY: "0.3"}) and not vf.reads_polarity_dual({})
+    inverted = vf.polarity_inverted(crops)
+    assert np.array_equal(inverted[:, :2], 255 - crops[:, :2]) and np.array_equal(inverted[:, 2], crops[:, 2])
 
 
 def _calls(boxes, classes, scores):

@@ -42,6 +42,13 @@ def test_outputs_and_metrics_match_the_yolo_contract(trained):
         assert np.isfinite(m[key]), key
     assert 0 <= m["map50_95"] <= m["map50"] <= 1
     assert m["epochs_completed"] == 3 and 1 <= m["best_epoch"] <= 3
+    # both files say whether the network learnt polarity duals, so serving knows to ask it about them
+    from pcb_pipeline.vision import verifier as vf
+
+    _, meta = vf.load_checkpoint(out / "best.pt")
+    served = vf.VerifierRuntime(out / "best.onnx", threads=1)
+    assert float(meta[vf.INVERT_KEY]) == float(served.metadata[vf.INVERT_KEY])
+    assert served.dual == vf.reads_polarity_dual(meta)
     assert {"false_calls_per_board_aoi_recall", "aoi_false_calls_per_board_aoi_recall",
             "false_calls_per_board_recall_0_99", "target_recall_aoi_recall"} <= m.keys()
 
