@@ -290,6 +290,8 @@ def _block_costs(test_cu: np.ndarray, padded: np.ndarray, m: int,
     hb, wb = -(-h // BLOCK), -(-w // BLOCK)
     n = max(1, round(window / BLOCK))
     n += 1 - n % 2
+    # uint16 window counts while the rule's 20 cost + 40 stays below 2 ** 16 (5 x 5 blocks: 32 040), else float32
+    depth = cv2.CV_16U if 20 * n * n * BLOCK * BLOCK + 40 < 2 ** 16 else cv2.CV_32F
     test_bits = np.packbits(test_cu, axis=1)  # (h, wb): a row's last byte padded with zeros
     counts = np.zeros((hb * BLOCK, wb), dtype=np.uint8)  # rows padded with zeros to whole blocks
     packed: dict[int, np.ndarray] = {}
@@ -298,8 +300,8 @@ def _block_costs(test_cu: np.ndarray, padded: np.ndarray, m: int,
         if dx not in packed:
             packed[dx] = np.packbits(padded[:, m - dx:m - dx + w], axis=1)
         np.bitwise_count(test_bits ^ packed[dx][m - dy:m - dy + h], out=counts[:h])
-        blocks = counts.reshape(hb, BLOCK, wb).sum(1, dtype=np.float32)
-        return cv2.boxFilter(blocks, -1, (n, n), normalize=False, borderType=cv2.BORDER_CONSTANT)
+        blocks = counts.reshape(hb, BLOCK, wb).sum(1, dtype=np.uint8)  # at most 64 pixels a block
+        return cv2.boxFilter(blocks, depth, (n, n), normalize=False, borderType=cv2.BORDER_CONSTANT)
     return costs
 
 
