@@ -29,12 +29,11 @@ KIND_KEY = "pcb_kind"
 # a fragment-sized box; bench/VERIFIER_RESULTS.md, 2026-12-06: fewer false calls on four models).
 NMS_OVERLAP = 0.2
 MERGE_GAP = 4.0
-# A crop whose most likely class is below this is also judged by its other views (three flips, and the polarity dual
-# of all four when the network learnt it; > 1: every crop). On the validation groups, the 2026-12-07 demo champion:
+# A crop whose most likely class is below this is also judged by its other views (three flips, and its polarity dual
+# when the network learnt it; > 1: every crop). On the validation groups, the 2026-12-07 demo champion:
 # 13 % of the crops flipped, the same typed mAP 0.991 / F 0.9886 and false calls as flipping all (from 0.98 to 0.999
 # alike; 0.95 starts to lose), 42 ms per board served instead of 58
-# (bench/verifier_runs/2026-12-07_demo_verifier_blocks/flip_sure.json); with the dual views as well, 0.95 to 0.999
-# alike (bench/VERIFIER_RESULTS.md, 2026-12-08).
+# (bench/verifier_runs/2026-12-07_demo_verifier_blocks/flip_sure.json).
 FLIP_SURE = 0.99
 # Metadata key (checkpoint config and ONNX): the share of training crops shown as their polarity dual. A network
 # trained with it (> 0) is also asked about the dual of an unsure crop; one trained without it never saw such a view.
@@ -338,26 +337,25 @@ def predict_with_flips(run: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray,
     """Class probabilities (N, 7) and boxes (N, 4) of crops through ``run`` (crops, scales) -> (probabilities,
     boxes): a crop whose most likely class is below ``sure`` takes the mean probabilities over itself and its three
     flips (`flipped_views`), and with ``dual`` (a network trained on polarity duals, `reads_polarity_dual`) also over
-    its polarity dual and the dual's flips, whose calls are mapped back to the crop's types (`DUAL_LABEL`: the dual
-    of a short reads as an open). The box is always the crop's own. ``sure`` > 1: every crop.
+    its polarity dual, whose call is mapped back to the crop's types (`DUAL_LABEL`: the dual of a short reads as an
+    open). The box is always the crop's own. ``sure`` > 1: every crop.
 
     Flips on every crop: on the validation groups, one model, typed mAP 0.989 -> 0.991, F 0.987 -> 0.990, false calls
     per board at recall 0.99 0.055 -> 0.045 (bench/VERIFIER_RESULTS.md, 2026-12-06), at 4x the network's cost. A crop
     the network is sure of keeps its call under the flips, so only the others pay for them (`FLIP_SURE`). The dual
-    views: on two networks trained with the dual, typed mAP +0.003 and F +0.002 to +0.003 over the flips alone
-    (bench/VERIFIER_RESULTS.md, 2026-12-08)."""
+    view: on four networks trained with the dual, typed F +0.002 on average (-0.0004 to +0.0025), mAP +0.001; the
+    dual's flips as well gained more on three and lost 0.003 on the fourth (bench/VERIFIER_RESULTS.md, 2026-12-08)."""
     probs, boxes = run(crops, scales)
     unsure = np.flatnonzero(probs.max(1) < sure)
     if unsure.size:
         views = flipped_views(crops[unsure])
         if dual:
-            inverted = polarity_inverted(crops[unsure])
-            views = np.concatenate([views, inverted, flipped_views(inverted)])
+            views = np.concatenate([views, polarity_inverted(crops[unsure])])
         n = len(views) // unsure.size
         seen, _ = run(views, np.tile(scales[unsure], n))
         seen = seen.reshape(n, unsure.size, -1)
         if dual:
-            seen[3:] = seen[3:][..., DUAL_LABEL]
+            seen[3] = seen[3][:, DUAL_LABEL]
         probs[unsure] = (probs[unsure] + seen.sum(0)) / (n + 1)
     return probs, boxes
 
