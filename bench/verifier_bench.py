@@ -15,6 +15,7 @@ import platform
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,43 @@ def _one(sample):
 def load_boards(samples, workers: int):
     with ProcessPoolExecutor(workers) as pool:
         return list(pool.map(_one, samples, chunksize=16))
+
+
+@dataclass
+class Validation:
+    """The held-out validation groups of trainval: samples, (composite, truth) boards, their candidate crops, and
+    the legacy AOI's calls on them."""
+
+    samples: list
+    boards: list
+    crops: vf.CropSet
+    aoi_rows: list
+
+    @property
+    def gts(self) -> list:
+        return [gt for _, gt in self.boards]
+
+    def score(self, probs: np.ndarray, rel: np.ndarray) -> dict:
+        """Typed Deep PCB mAP and best F, false calls per board (and `fpr_reduction`) against the legacy AOI at its
+        recall and at recall 0.99, of the verifier's outputs on every crop."""
+        rows = [[tuple(r) for r in b] for b in vf.rows_by_board(self.crops, probs, rel,
+                                                                [c.shape[:2] for c, _ in self.boards])]
+        typed = evaluate_detections(rows, self.gts, num_classes=len(CLASS_NAMES))
+        at_aoi = compare_at_matched_recall(rows, self.aoi_rows, self.gts)
+        at_99 = compare_at_matched_recall(rows, self.aoi_rows, self.gts, target_recall=0.99)
+        return {"typed_map": typed.map, "typed_best_f": typed.best_f["f"],
+                "fc_per_board_at_aoi_recall": at_aoi["model"]["false_calls_per_board"],
+                "fpr_reduction_at_aoi_recall": at_aoi["fpr_reduction"],
+                "fc_per_board_at_0.99": at_99["model"]["false_calls_per_board"],
+                "fpr_reduction_at_0.99": at_99["fpr_reduction"]}
+
+
+def validation_set(deeppcb_root: Path = ROOT.parent / "shared" / "deeppcb", workers: int = 2) -> Validation:
+    _, samples = deeppcb.group_split(deeppcb.read_split(deeppcb.split_file_path(deeppcb_root)))
+    boards = load_boards(samples, workers)
+    crops = vf.build_crop_set(boards, log=lambda _: None, workers=workers)
+    aoi_rows = aoi.predict_aoi([aoi.LoadedPair(s, c[..., 0], c[..., 1], g) for s, (c, g) in zip(samples, boards)])
+    return Validation(samples, boards, crops, aoi_rows)
 
 
 def main() -> int:

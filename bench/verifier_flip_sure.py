@@ -28,10 +28,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from served_path_ms import median_ms  # noqa: E402
-from verifier_bench import load_boards  # noqa: E402
+from verifier_bench import validation_set  # noqa: E402
 
-from pcb_pipeline.core import aoi, deeppcb  # noqa: E402
-from pcb_pipeline.core.detection_metrics import compare_at_matched_recall, evaluate_detections  # noqa: E402
+from pcb_pipeline.core import aoi  # noqa: E402
 from pcb_pipeline.vision import verifier as vf  # noqa: E402
 from pcb_pipeline.vision.detector import Detector  # noqa: E402
 
@@ -52,11 +51,8 @@ def main() -> int:
     p.add_argument("--timed", type=int, default=60, help="validation boards timed per setting")
     p.add_argument("--out", type=Path, help="write the table as JSON here")
     a = p.parse_args()
-    _, val_s = deeppcb.group_split(deeppcb.read_split(deeppcb.split_file_path(ROOT.parent / "shared" / "deeppcb")))
-    val_b = load_boards(val_s, 2)
-    va = vf.build_crop_set(val_b, log=lambda _: None, workers=2)
-    gts, sizes = [g for _, g in val_b], [c.shape[:2] for c, _ in val_b]
-    aoi_rows = aoi.predict_aoi([aoi.LoadedPair(s, c[..., 0], c[..., 1], g) for s, (c, g) in zip(val_s, val_b)])
+    val = validation_set()
+    va = val.crops
     net, meta = vf.load_checkpoint(a.weights)
     dual = vf.reads_polarity_dual(meta)
     onnx = Path(tempfile.mkdtemp()) / "verifier.onnx"
@@ -65,16 +61,9 @@ def main() -> int:
     table = []
     for sure in a.sure:
         probs, rel = vf.predict_crops(net, va.crops, va.scales, sure=sure, dual=dual)
-        rows = [[tuple(r) for r in b] for b in vf.rows_by_board(va, probs, rel, sizes)]
-        t = evaluate_detections(rows, gts, num_classes=6)
-        at_aoi = compare_at_matched_recall(rows, aoi_rows, gts)
-        at_99 = compare_at_matched_recall(rows, aoi_rows, gts, target_recall=0.99)
-        ms, ms_aoi = served_ms(onnx, val_s[:a.timed], sure)
-        row = {"sure": sure, "flipped_share": float((one_view.max(1) < sure).mean()), "typed_map": t.map,
-               "typed_best_f": t.best_f["f"], "fc_per_board_at_aoi_recall": at_aoi["model"]["false_calls_per_board"],
-               "fpr_reduction_at_aoi_recall": at_aoi["fpr_reduction"],
-               "fc_per_board_at_0.99": at_99["model"]["false_calls_per_board"],
-               "fpr_reduction_at_0.99": at_99["fpr_reduction"], "ms_per_board": ms, "ms_per_board_aoi": ms_aoi}
+        ms, ms_aoi = served_ms(onnx, val.samples[:a.timed], sure)
+        row = {"sure": sure, "flipped_share": float((one_view.max(1) < sure).mean()), **val.score(probs, rel),
+               "ms_per_board": ms, "ms_per_board_aoi": ms_aoi}
         table.append(row)
         print(json.dumps({k: v if v is None else round(v, 4) for k, v in row.items()}), flush=True)
     if a.out:

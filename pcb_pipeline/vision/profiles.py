@@ -26,7 +26,9 @@ PROFILES: dict[str, dict] = {
     # ema: the scored and kept network is a moving average of the weights (bench/VERIFIER_RESULTS.md, 2026-12-06:
     # +0.007 typed mAP, fewer false calls at both recalls, same training cost). invert: 30 % of the training crops
     # are shown as their polarity dual (copper and laminate swapped, types mapped): without it 4-6 of the 6 shorts
-    # of a copper-pour validation group were missed, and there were 40-50 % more false calls (same file).
+    # of a copper-pour validation group were missed, and there were 40-50 % more false calls (same file). A network
+    # trained with it is stamped so, and serving also asks it about an unsure crop's dual (2026-12-08: typed F +0.002
+    # on average over four networks).
     "verifier": {"kind": "verifier", "epochs": 40, "width": 32, "batch": 128, "lr": 2e-3, "seed": 0, "workers": 2,
                  "ema": 0.998, "invert": 0.3},
     # Tests: seconds.
