@@ -112,7 +112,7 @@ def main() -> int:
     train_time = time.perf_counter() - t1
     vf.save_checkpoint(net, cfg, a.out / "verifier.pt")
     vf.export_onnx(net, a.out / "verifier.onnx", {"pcb_input": "reference", vf.INVERT_KEY: cfg.invert})
-    probs, rel = vf.predict_crops(net, va.crops, va.scales, dual=cfg.invert > 0)
+    probs, rel = vf.predict_crops(net, va.crops, va.scales, dual=cfg.dual_views)
     model_rows = [[tuple(r) for r in rows] for rows in
                   vf.rows_by_board(va, probs, rel, [c.shape[:2] for c, _ in val_b])]
     gts = [gt for _, gt in val_b]

@@ -195,6 +195,11 @@ class VerifierTrainConfig:
     # groups lack (copper pour vs thin traces) is seen through the defects of the other style.
     invert: float = 0.0
 
+    @property
+    def dual_views(self) -> bool:
+        """Whether the network trained is also asked about an unsure crop's polarity dual (`predict_with_flips`)."""
+        return self.invert > 0
+
 
 def jittered_crops(composites: Sequence[np.ndarray], cs: CropSet, idx: np.ndarray, jitter: float,
                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -284,7 +289,7 @@ def train_verifier(train: CropSet, cfg: VerifierTrainConfig, val: CropSet | None
         metrics = {k: v / len(x) for k, v in total.items()}
         scored = averaged.net if averaged else net
         if val is not None and len(val.labels):
-            probs, _ = predict_crops(scored, val.crops, val.scales, dual=cfg.invert > 0)
+            probs, _ = predict_crops(scored, val.crops, val.scales, dual=cfg.dual_views)
             metrics["val_accuracy"] = float((probs.argmax(1) == val.labels).mean())
         if on_epoch:
             scored.eval()

@@ -135,10 +135,8 @@ def train_two_stage(data_dir: Path, out_dir: Path, params: dict, mlflow, log: Ca
 
     best = {"map50": -1.0}
 
-    dual = cfg.invert > 0  # a network trained on polarity duals is also asked about an unsure crop's dual
-
     def on_epoch(epoch: int, metrics: dict, net) -> None:
-        probs, rel = vf.predict_crops(net, val_set.crops, val_set.scales, dual=dual)
+        probs, rel = vf.predict_crops(net, val_set.crops, val_set.scales, dual=cfg.dual_views)
         scores = detection_metrics(vf.rows_by_board(val_set, probs, rel, sizes), gts)
         mlflow.log_metrics({**metrics, **{f"val_{k}": scores[k] for k in ("map50", "deeppcb_map", "deeppcb_f")}},
                            step=epoch)
@@ -156,7 +154,7 @@ def train_two_stage(data_dir: Path, out_dir: Path, params: dict, mlflow, log: Ca
     net.load_state_dict(best["state"])
     net.eval()
 
-    probs, rel = vf.predict_crops(net, val_set.crops, val_set.scales, dual=dual)
+    probs, rel = vf.predict_crops(net, val_set.crops, val_set.scales, dual=cfg.dual_views)
     rows = vf.rows_by_board(val_set, probs, rel, sizes)
     metrics = {**detection_metrics(rows, gts), **against_aoi(rows, val_boards), "train_seconds": train_seconds,
                "epochs_completed": float(cfg.epochs), "best_epoch": float(best["epoch"])}
